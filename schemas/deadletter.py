@@ -1,0 +1,45 @@
+"""Dead letters: what we keep of an input we could not use, and why."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+# Enough of a bad payload to recognise it in `salespulse dlq list` without storing megabytes.
+PAYLOAD_EXCERPT_BYTES = 2048
+
+
+class DeadLetterReason(StrEnum):
+    NOT_JSON = "not_json"
+    NOT_UTF8 = "not_utf8"
+    TOO_LARGE = "too_large"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID = "invalid"
+    KEY_MISMATCH = "key_mismatch"
+    TOO_LATE = "too_late"
+
+
+class DeadLetter(BaseModel):
+    """One rejected input. ``index`` is the position inside a batch message (None for a single event)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: DeadLetterReason
+    detail: str
+    source: str
+    partition: int | None = None
+    offset: int | None = None
+    index: int | None = None
+    event_id: str | None = None
+    rep_id: str | None = None
+    payload_excerpt: str
+    payload_truncated: bool = False
+    rejected_at: AwareDatetime
+
+    @staticmethod
+    def excerpt(payload: bytes) -> tuple[str, bool]:
+        """A printable excerpt of raw bytes: invalid UTF-8 is shown with replacement characters."""
+        cut = payload[:PAYLOAD_EXCERPT_BYTES]
+        return cut.decode("utf-8", errors="replace"), len(payload) > PAYLOAD_EXCERPT_BYTES

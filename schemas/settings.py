@@ -1,0 +1,123 @@
+"""The one settings object. Built once at start-up from ``SALESPULSE_*`` environment variables
+(and an optional ``.env`` file) and passed down; nothing else reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TopicNames:
+    """Topic names derived from one prefix, so several deployments can share a cluster."""
+
+    def __init__(self, prefix: str) -> None:
+        self.activities = f"{prefix}activities"
+        self.deals = f"{prefix}deals"
+        self.reps = f"{prefix}reps"
+        self.alerts = f"{prefix}alerts"
+        self.dead_letters = f"{prefix}deadletter"
+
+    @property
+    def event_topics(self) -> tuple[str, str]:
+        return (self.activities, self.deals)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.activities, self.deals, self.reps, self.alerts, self.dead_letters)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SALESPULSE_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(
+        default=Path(".salespulse"),
+        description="Where the embedded runtime keeps its data (ClickHouse files, logs, runtime state).",
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="host:port[,host:port] of an external Kafka cluster. Unset: start the embedded broker.",
+    )
+    clickhouse_host: str | None = Field(
+        default=None, description="Host of an external ClickHouse server. Unset: start the embedded one."
+    )
+    clickhouse_port: int = Field(default=9000, description="Native-protocol (TCP) port of ClickHouse.")
+    clickhouse_user: str = Field(default="default", description="ClickHouse user.")
+    clickhouse_password: SecretStr = Field(default=SecretStr(""), description="ClickHouse password.")
+    clickhouse_database: str = Field(
+        default="salespulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="ClickHouse database."
+    )
+    clickhouse_secure: bool = Field(default=False, description="Use TLS for the native protocol.")
+
+    topic_prefix: str = Field(
+        default="salespulse.", pattern=r"^[A-Za-z0-9._-]*$", description="Prefix of every topic name."
+    )
+    topic_partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=4, description="Partitions of the event topics; the most workers that can share the load."
+    )
+    topic_replication: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=1, description="Replication factor for topics the app creates."
+    )
+    kafka_session_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0, description="Consumer group session timeout."
+    )
+    kafka_heartbeat_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="Consumer group heartbeat interval."
+    )
+    kafka_rebalance_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0, description="Consumer group rebalance timeout."
+    )
+    kafka_embedded_compat: bool = Field(
+        default=False,
+        description=(
+            "Work around the embedded broker's wrong end offsets (see streams/runtime/kafka_compat.py). "
+            "Set by the embedded runtime for its children; leave off against real Kafka."
+        ),
+    )
+    consumer_group: str = Field(default="salespulse", description="Consumer group (Faust app id).")
+
+    currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="The one org currency all amounts are in."
+    )
+    max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1_048_576)] = Field(
+        default=1_048_576, description="Largest accepted message value on an event topic."
+    )
+    batch_max_events: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=200, description="Most events one published message (one rep's batch) carries."
+    )
+    batch_linger_ms: Annotated[int, Field(ge=0, le=60_000)] = Field(
+        default=50, description="Longest a publisher holds an event to fill a batch."
+    )
+    late_grace_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        default=35,
+        description="How far behind a rep's newest event an event may arrive and still be counted.",
+    )
+    worker_batch_messages: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1000, description="Most messages a worker processes (and writes to ClickHouse) at once."
+    )
+    worker_batch_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=0.2, description="Longest a worker waits to fill a batch before processing it."
+    )
+    sink_retry_max_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=30.0, description="Cap of the backoff between ClickHouse write retries."
+    )
+    table_store: str = Field(
+        default="memory://", description="Faust table store: memory:// or rocksdb:// (needs rocksdict)."
+    )
+    log_level: str = Field(default="INFO", description="Log level of salespulse's own loggers.")
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_host is None

@@ -1,0 +1,87 @@
+"""The one interface every destination implements, and the rows that travel through it.
+
+A worker hands a sink everything one processing batch produced, then flushes before it
+acknowledges the batch's messages: a flush that returns means the data is durable at the
+destination; a flush that raises means nothing may be acknowledged and the caller retries.
+Every write is idempotent (keyed by ``event_id`` or by the aggregate's key), so a retried or
+redelivered batch never counts twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Protocol
+
+from schemas.deadletter import DeadLetter
+from schemas.reps import Rep
+from schemas.wire import Event, MessageOrigin
+
+
+@dataclass(frozen=True, slots=True)
+class IngestedEvent:
+    """A validated event with where it was read from and when."""
+
+    event: Event
+    origin: MessageOrigin
+    ingested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DailyActivityRow:
+    """The absolute count of one rep's events of one type on one (UTC) day, as of ``updated_at``.
+
+    Absolute, not a delta: writing the same row twice is harmless, and the newest
+    ``updated_at`` wins (ReplacingMergeTree), so redelivery cannot double a count."""
+
+    rep_id: str
+    day: date
+    type: str
+    events: int
+    updated_at: datetime
+
+
+@dataclass(slots=True)
+class SinkBatch:
+    events: list[IngestedEvent] = field(default_factory=list)
+    daily_activity: list[DailyActivityRow] = field(default_factory=list)
+    reps: list[tuple[Rep, datetime]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.daily_activity) + len(self.reps) + len(self.dead_letters)
+
+    def extend(self, other: SinkBatch) -> None:
+        self.events.extend(other.events)
+        self.daily_activity.extend(other.daily_activity)
+        self.reps.extend(other.reps)
+        self.dead_letters.extend(other.dead_letters)
+
+
+class Sink(Protocol):
+    def write(self, batch: SinkBatch) -> None:
+        """Buffer a batch. Cheap; does no I/O that can fail."""
+
+    def flush(self) -> None:
+        """Make everything buffered durable, or raise (and keep it buffered for the next try)."""
+
+    def close(self) -> None:
+        """Release connections. Buffered data not flushed is dropped: flush first."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepHistoryEntry:
+    """What a worker needs of a stored event to rebuild a rep's state: see ``EventHistory``."""
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+
+
+class EventHistory(Protocol):
+    """Read access to stored events, used to rebuild per-rep state when the stream state is gone
+    (a new embedded broker, or a changelog lost to retention)."""
+
+    def rep_history(self, rep_ids: list[str], since: datetime) -> dict[str, list[RepHistoryEntry]]: ...
+
+    def known_event_ids(self, event_ids: list[str]) -> set[str]: ...

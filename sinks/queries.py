@@ -1,0 +1,98 @@
+"""Read helpers for the CLI and reports. Every query that counts reads with FINAL, because
+the tables deduplicate only when parts merge (see the comments in sinks/migrations)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date
+from typing import Any
+
+from clickhouse_driver import Client
+
+from schemas.events import EVENT_TYPES
+from schemas.reps import UNASSIGNED
+from sinks.migrate import validate_database_name
+
+
+def _day_range(column: str, since: date | None, until: date | None) -> tuple[str, dict[str, date]]:
+    conditions: list[str] = []
+    params: dict[str, date] = {}
+    if since is not None:
+        conditions.append(f"{column} >= %(since)s")
+        params["since"] = since
+    if until is not None:
+        conditions.append(f"{column} <= %(until)s")
+        params["until"] = until
+    return (" WHERE " + " AND ".join(conditions)) if conditions else "", params
+
+
+def activity_by_rep(
+    client: Client, database: str, since: date | None = None, until: date | None = None
+) -> list[dict[str, Any]]:
+    """Activity per rep over the UTC days ``since``..``until`` (both inclusive; None = open).
+
+    One dict per rep, ordered by rep_id, with the keys ``rep_id``, ``name``, ``team``,
+    ``territory``, ``total_events``, one count per event type (every type in
+    ``schemas.events.EVENT_TYPES``, activity types first, zero when none) and ``last_event_at``
+    (a UTC datetime, None when the rep has no events in the range).
+
+    Every known rep is listed, with zeros if idle: an idle rep is what a manager most needs to
+    see. A rep with events but no rep record yet has ``name`` None and team and territory
+    ``"unassigned"`` (schemas.reps.UNASSIGNED).
+    """
+    validate_database_name(database)
+    day_filter, params = _day_range("day", since, until)
+    counts = client.execute(
+        f"SELECT rep_id, type, sum(events) FROM {database}.rep_daily_activity FINAL{day_filter} "
+        "GROUP BY rep_id, type",
+        params,
+    )
+    reps = client.execute(f"SELECT rep_id, name, team, territory FROM {database}.reps FINAL")
+    # max() cannot be changed by a duplicate row, so this one needs no FINAL.
+    event_filter, event_params = _day_range("toDate(occurred_at, 'UTC')", since, until)
+    latest = client.execute(
+        f"SELECT rep_id, max(occurred_at) FROM {database}.events{event_filter} GROUP BY rep_id",
+        event_params,
+    )
+
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row_for(rep_id: str) -> dict[str, Any]:
+        if rep_id not in rows:
+            rows[rep_id] = {
+                "rep_id": rep_id,
+                "name": None,
+                "team": UNASSIGNED,
+                "territory": UNASSIGNED,
+                "total_events": 0,
+                **dict.fromkeys(EVENT_TYPES, 0),
+                "last_event_at": None,
+            }
+        return rows[rep_id]
+
+    for rep_id, name, team, territory in reps:
+        row_for(rep_id).update(name=name, team=team, territory=territory)
+    for rep_id, event_type, total in counts:
+        row = row_for(rep_id)
+        # A type this version does not know (written by a newer one) still counts and shows.
+        row[event_type] = row.get(event_type, 0) + total
+        row["total_events"] += total
+    for rep_id, last_event_at in latest:
+        row_for(rep_id)["last_event_at"] = last_event_at.replace(tzinfo=UTC)
+    return [rows[rep_id] for rep_id in sorted(rows)]
+
+
+def event_totals(client: Client, database: str) -> dict[str, int]:
+    """Distinct stored events per type: every known type (zero if none), then any other stored."""
+    validate_database_name(database)
+    totals = dict.fromkeys(EVENT_TYPES, 0)
+    for event_type, count in client.execute(
+        f"SELECT type, count() FROM {database}.events FINAL GROUP BY type ORDER BY type"
+    ):
+        totals[event_type] = count
+    return totals
+
+
+def dead_letter_count(client: Client, database: str) -> int:
+    validate_database_name(database)
+    ((count,),) = client.execute(f"SELECT count() FROM {database}.dead_letters FINAL")
+    return int(count)

@@ -1,0 +1,368 @@
+"""The ``salespulse`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from schemas.deadletter import DeadLetter, DeadLetterReason
+from schemas.reps import Rep
+from schemas.settings import Settings
+from schemas.wire import MessageOrigin, decode_message
+
+app = typer.Typer(
+    name="salespulse",
+    help="Real-time sales-performance pipeline: leading indicators from activity and deal events.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+reps_app = typer.Typer(help="Rep records: who is on which team and territory, with quotas.", no_args_is_help=True)
+db_app = typer.Typer(help="ClickHouse schema management.", no_args_is_help=True)
+app.add_typer(reps_app, name="reps")
+app.add_typer(db_app, name="db")
+
+console = Console(stderr=True)
+out = Console()
+logger = logging.getLogger("salespulse")
+
+NOISY_LOGGERS = ("faust", "aiokafka", "mode", "kafka", "clickhouse_driver", "asyncio")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        console.print(f"[red]invalid configuration:[/]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def configure_logging(settings: Settings, *, quiet_libraries: bool = True) -> None:
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], format="%(message)s", force=True)
+    if quiet_libraries:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------- worker
+
+
+@app.command()
+def worker() -> None:
+    """Run the stream agents (validation, KPI state, ClickHouse writes) against the configured servers.
+
+    With no SALESPULSE_KAFKA_BOOTSTRAP / SALESPULSE_CLICKHOUSE_HOST it starts the embedded ones first.
+    Run several workers with the same SALESPULSE_CONSUMER_GROUP to share the partitions.
+    """
+    from faust.worker import Worker
+
+    from streams.app import create_app
+    from streams.orchestration import live_settings, prepare_storage_and_topics
+    from streams.runtime.supervisor import EmbeddedRuntime
+
+    settings = load_settings()
+    configure_logging(settings)
+    with EmbeddedRuntime(settings) as runtime:
+        live = live_settings(runtime)
+        prepare_storage_and_topics(live)
+        faust_app = create_app(live)
+        faust_worker = Worker(faust_app, loglevel=live.log_level, quiet=True, redirect_stdouts=False)
+        # Faust's Worker ends the process with SystemExit; the runtime above still stops cleanly.
+        faust_worker.execute_from_commandline()
+
+
+# ------------------------------------------------------------------------------------------ demo
+
+
+@app.command()
+def demo(
+    reps: Annotated[int, typer.Option(min=1, max=5000, help="Reps in the synthetic org.")] = 24,
+    teams: Annotated[int, typer.Option(min=1, max=200, help="Teams.")] = 3,
+    territories: Annotated[int, typer.Option(min=1, max=200, help="Territories.")] = 4,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Days of history to stream, ending now.")] = 42,
+    rate: Annotated[float, typer.Option(min=1, help="Events per second to publish.")] = 4000.0,
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="Stop after this many seconds (default: when all is stored).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same org and events.")] = 7,
+    fading: Annotated[int, typer.Option(min=0, help="Reps whose activity falls off part-way.")] = 2,
+) -> None:
+    """Stream a synthetic sales org through the real pipeline and watch per-rep numbers live."""
+    from streams.demo import DemoOptions, run_demo
+    from streams.orchestration import running_pipeline
+
+    settings = load_settings()
+    configure_logging(settings)
+    options = DemoOptions(reps, teams, territories, days, rate, duration, seed, fading)
+    console.print(f"starting the pipeline (data in {settings.home.resolve()}) ...")
+    try:
+        with running_pipeline(settings, with_worker=None) as pipeline:
+            if pipeline.worker is None:
+                console.print("[yellow]external broker: events go to the workers of your deployment[/]")
+            snapshot = asyncio.run(run_demo(pipeline.settings, options, out))
+    except KeyboardInterrupt:
+        console.print("stopped by Ctrl-C; everything started was shut down")
+        raise typer.Exit(130) from None
+    console.print(
+        f"done: {snapshot.stored_events:,} events stored in ClickHouse, "
+        f"{snapshot.dead_letters} dead letter(s) kept with their reasons."
+    )
+
+
+# ---------------------------------------------------------------------------------------- replay
+
+
+def _open_lines(path: Path) -> tuple[BinaryIO, BinaryIO]:
+    raw = path.open("rb")
+    if path.suffix == ".gz":
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw, raw
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of events (.gz ok).")],
+    wait: Annotated[
+        bool, typer.Option(help="Against external servers: wait until the workers stored everything.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Longest wait for processing, in seconds.")] = 600.0,
+) -> None:
+    """Publish a JSON Lines file of canonical events; bad lines go to the dead-letter topic."""
+    from streams.orchestration import running_pipeline
+
+    settings = load_settings()
+    configure_logging(settings)
+    with running_pipeline(settings) as pipeline:
+        accepted, rejected = asyncio.run(_replay(pipeline.settings, file))
+        if pipeline.self_contained or wait:
+            asyncio.run(_wait_processed(pipeline.settings, timeout))
+    table = Table(title=f"replay of {file.name}")
+    table.add_column("accepted", justify="right")
+    table.add_column("rejected", justify="right")
+    table.add_row(f"{accepted:,}", f"{rejected:,}")
+    out.print(table)
+
+
+async def _replay(settings: Settings, path: Path) -> tuple[int, int]:
+    from streams.kafka import EventPublisher, start_producer
+
+    producer = await start_producer(settings)
+    publisher = EventPublisher(producer, settings)
+    accepted = rejected = 0
+    source = f"file:{path.name}"
+    raw, lines = _open_lines(path)
+    total = path.stat().st_size
+    try:
+        with _byte_progress() as progress:
+            task = progress.add_task(f"publishing {path.name}", total=total)
+            for number, line in enumerate(lines, start=1):
+                stripped = line.strip()
+                if not stripped:
+                    continue
+                decoded = decode_message(
+                    None, stripped, MessageOrigin(source, None, number), datetime.now(UTC), settings.max_message_bytes
+                )
+                for dead_letter in decoded.dead_letters:
+                    rejected += 1
+                    logger.warning("line %d rejected (%s): %s", number, dead_letter.reason, dead_letter.detail)
+                    await publisher.publish_dead_letter(dead_letter)
+                accepted += len(decoded.events)
+                await publisher.publish_many(decoded.events)
+                if number % 2000 == 0:
+                    progress.update(task, completed=raw.tell())
+            await publisher.flush()
+            progress.update(task, completed=total)
+    finally:
+        raw.close()
+        await producer.stop()
+    return accepted, rejected
+
+
+def _byte_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+async def _wait_processed(settings: Settings, timeout: float) -> None:
+    from streams.kafka import ConsumerProgress, wait_until_consumed
+
+    with Progress(
+        TextColumn("[bold]waiting for the worker"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} messages stored"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("wait", total=None)
+
+        def show(state: ConsumerProgress) -> None:
+            progress.update(task, completed=state.consumed, total=state.total)
+
+        try:
+            await wait_until_consumed(
+                settings,
+                (*settings.topics.event_topics, settings.topics.reps),
+                timeout_s=timeout,
+                on_progress=show,
+            )
+        except TimeoutError as exc:
+            raise fail(str(exc)) from exc
+
+
+# ------------------------------------------------------------------------------------------ reps
+
+
+def _read_rep_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(line number, row, error) for every record of a CSV or JSON Lines file."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                cleaned = {k.strip(): (v.strip() if v is not None else None) for k, v in row.items() if k}
+                yield reader.line_num, {k: v for k, v in cleaned.items() if v not in ("", None)}, None
+        return
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                document = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield number, None, f"not JSON: {exc}"
+                continue
+            if not isinstance(document, dict):
+                yield number, None, "a rep record must be a JSON object"
+                continue
+            yield number, document, None
+
+
+@reps_app.command("load")
+def reps_load(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Reps as .csv or .jsonl.")],
+    wait: Annotated[bool, typer.Option(help="Against external servers: wait until stored.")] = False,
+    timeout: Annotated[float, typer.Option(help="Longest wait for processing, in seconds.")] = 120.0,
+) -> None:
+    """Load (or update) rep records: rep_id, name, team, territory, manager, hired_at, quota_monthly, mode."""
+    from streams.orchestration import running_pipeline
+
+    settings = load_settings()
+    configure_logging(settings)
+    reps: list[Rep] = []
+    dead_letters: list[DeadLetter] = []
+    for number, row, error in _read_rep_rows(file):
+        problem = error
+        if row is not None:
+            try:
+                reps.append(Rep.model_validate(row))
+                continue
+            except ValidationError as exc:
+                problem = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
+                )
+        console.print(f"[yellow]{file.name}:{number}: rejected: {problem}[/]")
+        excerpt, truncated = DeadLetter.excerpt(orjson.dumps(row) if row is not None else b"")
+        dead_letters.append(
+            DeadLetter(
+                reason=DeadLetterReason.INVALID if row is not None else DeadLetterReason.NOT_JSON,
+                detail=f"invalid rep record: {problem}",
+                source=f"file:{file.name}",
+                offset=number,
+                payload_excerpt=excerpt,
+                payload_truncated=truncated,
+                rejected_at=datetime.now(UTC),
+            )
+        )
+    with running_pipeline(settings) as pipeline:
+        asyncio.run(_publish_reps(pipeline.settings, reps, dead_letters))
+        if pipeline.self_contained or wait:
+            asyncio.run(_wait_processed(pipeline.settings, timeout))
+    out.print(f"loaded {len(reps)} rep(s); rejected {len(dead_letters)}")
+    if dead_letters and not reps:
+        raise typer.Exit(1)
+
+
+async def _publish_reps(settings: Settings, reps: list[Rep], dead_letters: list[DeadLetter]) -> None:
+    from streams.kafka import EventPublisher, start_producer
+
+    producer = await start_producer(settings)
+    try:
+        publisher = EventPublisher(producer, settings)
+        for rep in reps:
+            await publisher.publish_rep(rep)
+        for dead_letter in dead_letters:
+            await publisher.publish_dead_letter(dead_letter)
+        await publisher.flush()
+    finally:
+        await producer.stop()
+
+
+# -------------------------------------------------------------------------------------------- db
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Create or upgrade the ClickHouse schema (versioned, idempotent migrations)."""
+    from sinks.clickhouse import connect
+    from sinks.migrate import apply_migrations
+    from streams.runtime.supervisor import EmbeddedRuntime
+
+    settings = load_settings()
+    configure_logging(settings)
+    with EmbeddedRuntime(settings.model_copy(update={"kafka_bootstrap": "unused:0"})) as runtime:
+        live = runtime.settings_for_children()
+        client = connect(live)
+        try:
+            applied = apply_migrations(client, live.clickhouse_database)
+        finally:
+            client.disconnect()
+    if applied:
+        for migration in applied:
+            out.print(f"applied {migration}")
+    else:
+        out.print("schema is up to date")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""``salespulse demo``: a synthetic sales org streamed through the real pipeline, watched live."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas.settings import Settings
+from sinks.clickhouse import connect
+from sinks.queries import activity_by_rep, dead_letter_count, event_totals
+from streams.kafka import EventPublisher, start_producer, wait_until_consumed
+from streams.synthetic import OrgSpec, SyntheticOrg, generate_org, iter_events
+
+# Malformed inputs the demo sends on purpose, so the dead-letter path is visible from the start.
+DEMO_BAD_MESSAGES: tuple[tuple[bytes, bytes], ...] = (
+    (b"demo-bad", b'{"event_id": "demo-bad-1", "type": "call", "rep_id": "demo-bad"'),
+    (
+        b"demo-bad",
+        b'{"event_id": "demo-bad-2", "type": "call", "rep_id": "demo-bad", '
+        b'"occurred_at": "2026-01-01T09:00:00"}',
+    ),
+)
+SHOWN_TYPES = ("call", "email", "meeting_held", "visit", "proposal_sent", "deal_won")
+TYPE_HEADERS = {
+    "call": "Calls",
+    "email": "Emails",
+    "meeting_held": "Meetings",
+    "visit": "Visits",
+    "proposal_sent": "Proposals",
+    "deal_won": "Won",
+}
+LEADING_TYPES = ("call", "email", "meeting_scheduled", "meeting_held", "visit", "demo", "proposal_sent")
+
+
+@dataclass
+class DemoOptions:
+    reps: int = 24
+    teams: int = 3
+    territories: int = 4
+    days: int = 42
+    rate: float = 4000.0
+    duration: float | None = None
+    seed: int = 7
+    fading_reps: int = 2
+
+
+@dataclass
+class Snapshot:
+    stored_events: int = 0
+    dead_letters: int = 0
+    last_7d: list[dict[str, Any]] = field(default_factory=list)
+    prior_7d: dict[str, dict[str, Any]] = field(default_factory=dict)
+    as_of: date | None = None
+
+
+def read_snapshot(settings: Settings, as_of: date) -> Snapshot:
+    client = connect(settings)
+    try:
+        database = settings.clickhouse_database
+        last = activity_by_rep(client, database, as_of - timedelta(days=6), as_of)
+        prior = activity_by_rep(client, database, as_of - timedelta(days=13), as_of - timedelta(days=7))
+        return Snapshot(
+            stored_events=sum(event_totals(client, database).values()),
+            dead_letters=dead_letter_count(client, database),
+            last_7d=last,
+            prior_7d={row["rep_id"]: row for row in prior},
+            as_of=as_of,
+        )
+    finally:
+        client.disconnect()
+
+
+def leading_total(row: dict[str, Any] | None) -> int:
+    if row is None:
+        return 0
+    return sum(int(row.get(t, 0)) for t in LEADING_TYPES)
+
+
+def render_table(snapshot: Snapshot, fading: set[str]) -> Table:
+    title = f"Last 7 days to {snapshot.as_of} (UTC), from ClickHouse" if snapshot.as_of else "Reps"
+    table = Table(title=title, expand=True, header_style="bold")
+    table.add_column("Rep")
+    table.add_column("Team")
+    table.add_column("Territory")
+    for event_type in SHOWN_TYPES:
+        table.add_column(TYPE_HEADERS[event_type], justify="right")
+    table.add_column("Activity", justify="right")
+    table.add_column("vs prior 7d", justify="right")
+    rows = sorted(snapshot.last_7d, key=lambda r: (str(r["team"]), -leading_total(r)))
+    for row in rows:
+        now_total = leading_total(row)
+        before = leading_total(snapshot.prior_7d.get(row["rep_id"]))
+        if before:
+            change = (now_total - before) / before
+            style = "bold red" if change <= -0.3 else ("green" if change >= 0.1 else "")
+            trend = f"[{style}]{change:+.0%}[/]" if style else f"{change:+.0%}"
+        else:
+            trend = "new"
+        name = f"{row['name']} [dim]({row['rep_id']})[/]"
+        if row["rep_id"] in fading:
+            name += " [yellow]fading[/]"
+        table.add_row(
+            name,
+            str(row["team"]),
+            str(row["territory"]),
+            *(str(int(row.get(t, 0))) for t in SHOWN_TYPES),
+            str(now_total),
+            trend,
+        )
+    return table
+
+
+async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Snapshot:
+    now = datetime.now(UTC)
+    start = (now - timedelta(days=options.days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    spec = OrgSpec(
+        reps=options.reps,
+        teams=options.teams,
+        territories=options.territories,
+        days=options.days,
+        start=start,
+        seed=options.seed,
+        fading_reps=options.fading_reps,
+    )
+    org = generate_org(spec)
+    fading = set(org.fading_rep_ids)
+    producer = await start_producer(settings)
+    publisher = EventPublisher(producer, settings)
+    try:
+        for rep in org.reps:
+            await publisher.publish_rep(rep)
+        for key, value in DEMO_BAD_MESSAGES:
+            await producer.send_and_wait(settings.topics.activities, value=value, key=key)
+        snapshot = await _stream_with_display(settings, options, org, spec, publisher, console, fading)
+    finally:
+        await producer.stop()
+    return snapshot
+
+
+async def _stream_with_display(
+    settings: Settings,
+    options: DemoOptions,
+    org: SyntheticOrg,
+    spec: OrgSpec,
+    publisher: EventPublisher,
+    console: Console,
+    fading: set[str],
+) -> Snapshot:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} events"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    history_end = spec.start + timedelta(days=spec.days)
+    published_task = progress.add_task("published", total=None, rate="")
+    stored_task = progress.add_task("stored in ClickHouse", total=None, rate="")
+    as_of = (history_end - timedelta(seconds=1)).date()
+    snapshot = Snapshot(as_of=as_of)
+    began = time.monotonic()
+    deadline = began + options.duration if options.duration else None
+    events = iter_events(org, spec)
+    exhausted = False
+    next_refresh = 0.0
+
+    def view() -> Group:
+        header = (
+            f"[bold]{len(org.reps)}[/] reps in {options.teams} teams · "
+            f"dead letters: [bold]{snapshot.dead_letters}[/] · "
+            f"{'history published' if exhausted else 'streaming history'} · Ctrl-C to stop"
+        )
+        return Group(Panel(header, title="salespulse demo"), progress, render_table(snapshot, fading))
+
+    with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if not exhausted:
+                target = int(options.rate * (now - began))
+                while publisher.stats.events + publisher.buffered_events < target:
+                    event = next(events, None)
+                    if event is None:
+                        exhausted = True
+                        await publisher.flush()
+                        break
+                    await publisher.publish(event)
+                await publisher.flush_due()
+                elapsed = max(now - began, 1e-6)
+                progress.update(
+                    published_task,
+                    completed=publisher.stats.events,
+                    rate=f"{publisher.stats.events / elapsed:,.0f}/s",
+                )
+            if now >= next_refresh:
+                next_refresh = now + 1.0
+                snapshot = await asyncio.to_thread(read_snapshot, settings, as_of)
+                progress.update(stored_task, completed=snapshot.stored_events)
+                live.update(view())
+                if exhausted and deadline is None and snapshot.stored_events >= publisher.stats.events:
+                    break
+            await asyncio.sleep(0.02)
+        await publisher.flush()
+        await wait_until_consumed(settings, settings.topics.event_topics, timeout_s=60)
+        snapshot = await asyncio.to_thread(read_snapshot, settings, as_of)
+        progress.update(stored_task, completed=snapshot.stored_events)
+        live.update(view())
+    return snapshot
+

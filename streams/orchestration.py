@@ -1,0 +1,108 @@
+"""Bring up what a command needs: servers (embedded or external), schema, topics and a worker.
+
+On the embedded default a publishing command is self-contained: it starts the broker, ClickHouse
+and a worker, publishes, waits until the worker has stored everything, and stops them again. With
+external servers it only publishes (the workers run elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from schemas.settings import Settings
+from sinks.clickhouse import connect
+from sinks.migrate import apply_migrations
+from streams.kafka import ensure_topics
+from streams.runtime.supervisor import EmbeddedRuntime, ManagedProcess
+
+logger = logging.getLogger(__name__)
+
+# Consumer-group timings for the embedded broker: it makes a join wait about half the session
+# timeout, so the defaults that suit a real cluster would make every start take many seconds.
+EMBEDDED_GROUP_TIMINGS = {
+    "SALESPULSE_KAFKA_SESSION_TIMEOUT_S": "2.0",
+    "SALESPULSE_KAFKA_HEARTBEAT_INTERVAL_S": "0.3",
+    "SALESPULSE_KAFKA_REBALANCE_TIMEOUT_S": "4.0",
+}
+
+
+@dataclass
+class RunningPipeline:
+    settings: Settings
+    """Settings pointing at the live servers, as children and clients should use them."""
+    runtime: EmbeddedRuntime
+    worker: ManagedProcess | None
+
+    @property
+    def self_contained(self) -> bool:
+        """True when this process started the broker, so nobody else consumes unless we do."""
+        return self.runtime.started_broker
+
+
+def prepare_storage_and_topics(settings: Settings) -> None:
+    client = connect(settings)
+    try:
+        applied = apply_migrations(client, settings.clickhouse_database)
+        for migration in applied:
+            logger.info("applied ClickHouse migration %s", migration)
+    finally:
+        client.disconnect()
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        logger.info("created topics %s", ", ".join(created))
+
+
+def live_settings(runtime: EmbeddedRuntime) -> Settings:
+    """Settings for clients in this process, pointing at the live servers."""
+    live = runtime.settings_for_children()
+    if runtime.started_broker:
+        live = live.model_copy(
+            update={"kafka_embedded_compat": True}
+            | {key.removeprefix("SALESPULSE_").lower(): float(value) for key, value in EMBEDDED_GROUP_TIMINGS.items()}
+        )
+    return live
+
+
+def worker_env(runtime: EmbeddedRuntime) -> dict[str, str]:
+    env = runtime.child_env()
+    if runtime.started_broker:
+        env.update(EMBEDDED_GROUP_TIMINGS)
+        env["SALESPULSE_KAFKA_EMBEDDED_COMPAT"] = "1"
+    return env
+
+
+def start_worker_process(
+    runtime: EmbeddedRuntime, name: str = "worker", extra_env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """A ``salespulse worker`` child process pointed at the runtime's servers."""
+    process = ManagedProcess(
+        name=name,
+        argv=[sys.executable, "-m", "streams.cli", "worker"],
+        env=worker_env(runtime) | (extra_env or {}),
+        log_path=runtime.log_dir / f"{name}.log",
+    )
+    process.start()
+    return process
+
+
+@contextmanager
+def running_pipeline(settings: Settings, *, with_worker: bool | None = None) -> Iterator[RunningPipeline]:
+    """Servers, schema and topics ready; a worker running when this process owns the broker.
+
+    ``with_worker`` forces the choice; by default a worker is started only on the embedded broker.
+    """
+    with ExitStack() as stack:
+        runtime = stack.enter_context(EmbeddedRuntime(settings))
+        live = live_settings(runtime)
+        prepare_storage_and_topics(live)
+        start = runtime.started_broker if with_worker is None else with_worker
+        worker = None
+        if start:
+            worker = start_worker_process(runtime)
+            stack.callback(worker.stop)
+        yield RunningPipeline(settings=live, runtime=runtime, worker=worker)

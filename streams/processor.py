@@ -1,0 +1,173 @@
+"""One processing step: a batch of raw messages in, rows for the sinks and dead letters out.
+
+This is the whole of what a worker does with data, without Faust: decode and validate every
+event (the wire format's one boundary), keep each rep's activity state, and produce the rows to
+write. The Faust agent (``streams.app``) only feeds it batches and acknowledges them after the
+sink has flushed; tests and replays drive it directly with in-memory sinks.
+
+The per-rep state is a cache of what is already stored: when a rep is first seen (after a start,
+a rebalance or a new broker) its recent history is read back from the store of record, so the
+state is exact even when the stream's own state was lost. Every accepted event is written before
+its message is acknowledged, so a crash at any point is repaired by redelivery plus this rebuild.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from schemas.deadletter import DeadLetter, DeadLetterReason
+from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message
+from sinks.base import DailyActivityRow, EventHistory, IngestedEvent, SinkBatch
+from streams.kpi.activity import (
+    HistoricEvent,
+    RepActivityState,
+    apply_events,
+    start_of_day,
+    utc_day,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    key: bytes | None
+    value: bytes | None
+    origin: MessageOrigin
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    sink_batch: SinkBatch = field(default_factory=SinkBatch)
+    messages: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    accepted_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reps_touched: set[str] = field(default_factory=set)
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        *,
+        history: EventHistory,
+        late_grace: timedelta,
+        clock: Callable[[], datetime],
+        rep_topic: str,
+        max_message_bytes: int,
+    ) -> None:
+        self._history = history
+        self._late_grace = late_grace
+        self._clock = clock
+        self._rep_topic = rep_topic
+        self._max_message_bytes = max_message_bytes
+        self._states: dict[str, RepActivityState] = {}
+
+    @property
+    def cached_reps(self) -> int:
+        return len(self._states)
+
+    def state_of(self, rep_id: str) -> RepActivityState | None:
+        return self._states.get(rep_id)
+
+    def forget_all(self) -> None:
+        """Drop every cached rep state (after a rebalance another worker may have moved them on)."""
+        self._states.clear()
+
+    def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        now = self._clock()
+        outcome = BatchOutcome(messages=len(messages))
+        events_by_rep: dict[str, list[tuple[Event, MessageOrigin]]] = defaultdict(list)
+        for message in messages:
+            if message.origin.source == self._rep_topic:
+                self._decode_rep(message, now, outcome)
+                continue
+            decoded = decode_message(
+                message.key, message.value, message.origin, now, self._max_message_bytes
+            )
+            outcome.dead_letters.extend(decoded.dead_letters)
+            for event in decoded.events:
+                events_by_rep[event.rep_id].append((event, message.origin))
+
+        self._load_unseen_reps(events_by_rep)
+        too_late: list[tuple[Event, MessageOrigin]] = []
+        for rep_id, items in events_by_rep.items():
+            origin_of = {id(event): origin for event, origin in items}
+            state = self._states[rep_id]
+            applied = apply_events(state, (event for event, _ in items), self._late_grace)
+            outcome.duplicates += len(applied.duplicates)
+            too_late.extend((event, origin_of[id(event)]) for event in applied.too_late)
+            for event in applied.accepted:
+                outcome.sink_batch.events.append(IngestedEvent(event, origin_of[id(event)], now))
+                outcome.accepted_by_type[event.type] += 1
+            outcome.accepted += len(applied.accepted)
+            if applied.accepted:
+                outcome.reps_touched.add(rep_id)
+            outcome.sink_batch.daily_activity.extend(
+                DailyActivityRow(rep_id, day, event_type, state.count(day, event_type), now)
+                for day, event_type in sorted(applied.changed)
+            )
+        self._classify_too_late(too_late, now, outcome)
+        outcome.sink_batch.dead_letters.extend(outcome.dead_letters)
+        return outcome
+
+    def _load_unseen_reps(self, events_by_rep: dict[str, list[tuple[Event, MessageOrigin]]]) -> None:
+        unseen = [rep_id for rep_id in events_by_rep if rep_id not in self._states]
+        if not unseen:
+            return
+        # One read for every new rep of the batch, far enough back to cover the grace period of
+        # the oldest event among them; everything from that day on is then complete in the state.
+        oldest = min(event.occurred_at for rep_id in unseen for event, _ in events_by_rep[rep_id])
+        horizon_start = utc_day(oldest - self._late_grace)
+        history = self._history.rep_history(unseen, start_of_day(horizon_start))
+        for rep_id in unseen:
+            past = (
+                HistoricEvent(entry.event_id, entry.type, entry.occurred_at)
+                for entry in history.get(rep_id, [])
+            )
+            self._states[rep_id] = RepActivityState.rebuild(rep_id, horizon_start, past)
+        logger.debug("rebuilt state of %d reps from stored history", len(unseen))
+
+    def _classify_too_late(
+        self, too_late: list[tuple[Event, MessageOrigin]], now: datetime, outcome: BatchOutcome
+    ) -> None:
+        """An event behind the horizon is either a re-sent old event (already stored: a duplicate,
+        dropped quietly) or genuinely late (a dead letter, so it is kept and can be replayed)."""
+        if not too_late:
+            return
+        known = self._history.known_event_ids([event.event_id for event, _ in too_late])
+        for event, origin in too_late:
+            if event.event_id in known:
+                outcome.duplicates += 1
+                continue
+            payload = event.model_dump_json(exclude_none=True).encode("utf-8")
+            excerpt, truncated = DeadLetter.excerpt(payload)
+            outcome.dead_letters.append(
+                DeadLetter(
+                    reason=DeadLetterReason.TOO_LATE,
+                    detail=(
+                        f"occurred_at {event.occurred_at.isoformat()} is more than "
+                        f"{self._late_grace.days} days behind rep {event.rep_id}'s newest event"
+                    ),
+                    source=origin.source,
+                    partition=origin.partition,
+                    offset=origin.offset,
+                    event_id=event.event_id,
+                    rep_id=event.rep_id,
+                    payload_excerpt=excerpt,
+                    payload_truncated=truncated,
+                    rejected_at=now,
+                )
+            )
+
+    def _decode_rep(self, message: RawMessage, now: datetime, outcome: BatchOutcome) -> None:
+        decoded = decode_rep_message(message.value, message.origin, now)
+        if isinstance(decoded, DeadLetter):
+            outcome.dead_letters.append(decoded)
+        else:
+            outcome.sink_batch.reps.append((decoded, now))
