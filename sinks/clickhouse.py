@@ -74,6 +74,15 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "rep_daily_activity": ("rep_id", "day", "type", "events", "updated_at"),
 }
 
+# Raw events go last. The worker rebuilds a rep's state from the stored events, and a redelivered
+# event that is already stored counts as a duplicate and produces no aggregate row. So a stored
+# event must imply that everything derived from it is stored too: if a worker dies between two
+# inserts, the events of the unfinished flush are not stored yet and their redelivery writes the
+# (absolute, idempotent) aggregate rows again.
+FLUSH_ORDER: tuple[str, ...] = ("rep_daily_activity", "reps", "dead_letters", "events")
+if set(FLUSH_ORDER) != set(TABLE_COLUMNS):  # a new table must be given its place in the order
+    raise RuntimeError("FLUSH_ORDER and TABLE_COLUMNS name different tables")
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -231,7 +240,7 @@ class ClickHouseSink:
         }
         # Rows are built in write(), so a caller reusing its batch objects cannot change what is
         # buffered, and flush() does nothing but I/O.
-        self._pending: dict[str, list[Row]] = {table: [] for table in TABLE_COLUMNS}
+        self._pending: dict[str, list[Row]] = {table: [] for table in FLUSH_ORDER}
         self._closed = False
 
     @property
@@ -275,7 +284,7 @@ class ClickHouseSink:
             return
         if unflushed := self.pending_rows:
             logger.warning("closing the ClickHouse sink with %d unflushed rows; they are dropped", unflushed)
-        self._pending = {table: [] for table in TABLE_COLUMNS}
+        self._pending = {table: [] for table in FLUSH_ORDER}
         self._closed = True
         self._client.disconnect()
 

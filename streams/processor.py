@@ -5,6 +5,10 @@ event (the wire format's one boundary), keep each rep's activity state, and prod
 write. The Faust agent (``streams.app``) only feeds it batches and acknowledges them after the
 sink has flushed; tests and replays drive it directly with in-memory sinks.
 
+Lateness is judged per rep *and per stream* (activities, deals): the two come from different
+topics with no order between them, so a rep's deals may trail its activities by weeks during a
+backfill without being late on their own stream.
+
 The per-rep state is a cache of what is already stored: when a rep is first seen (after a start,
 a rebalance or a new broker) its recent history is read back from the store of record, so the
 state is exact even when the stream's own state was lost. Every accepted event is written before
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from schemas.deadletter import DeadLetter, DeadLetterReason
+from schemas.events import ACTIVITY_TYPES, DEAL_TYPES, EventKind
 from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message
 from sinks.base import DailyActivityRow, EventHistory, IngestedEvent, SinkBatch
 from streams.kpi.activity import (
@@ -31,6 +36,13 @@ from streams.kpi.activity import (
 )
 
 logger = logging.getLogger(__name__)
+
+# A rep's state is kept per stream: lateness is only meaningful within one ordered stream.
+StateKey = tuple[str, EventKind]
+_TYPES_OF_KIND: dict[EventKind, frozenset[str]] = {
+    EventKind.ACTIVITY: frozenset(ACTIVITY_TYPES),
+    EventKind.DEAL: frozenset(DEAL_TYPES),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +78,14 @@ class BatchProcessor:
         self._clock = clock
         self._rep_topic = rep_topic
         self._max_message_bytes = max_message_bytes
-        self._states: dict[str, RepActivityState] = {}
+        self._states: dict[StateKey, RepActivityState] = {}
 
     @property
     def cached_reps(self) -> int:
-        return len(self._states)
+        return len({rep_id for rep_id, _ in self._states})
 
-    def state_of(self, rep_id: str) -> RepActivityState | None:
-        return self._states.get(rep_id)
+    def state_of(self, rep_id: str, kind: EventKind) -> RepActivityState | None:
+        return self._states.get((rep_id, kind))
 
     def forget_all(self) -> None:
         """Drop every cached rep state (after a rebalance another worker may have moved them on)."""
@@ -82,7 +94,7 @@ class BatchProcessor:
     def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         now = self._clock()
         outcome = BatchOutcome(messages=len(messages))
-        events_by_rep: dict[str, list[tuple[Event, MessageOrigin]]] = defaultdict(list)
+        events_by_rep: dict[StateKey, list[tuple[Event, MessageOrigin]]] = defaultdict(list)
         for message in messages:
             if message.origin.source == self._rep_topic:
                 self._decode_rep(message, now, outcome)
@@ -92,13 +104,14 @@ class BatchProcessor:
             )
             outcome.dead_letters.extend(decoded.dead_letters)
             for event in decoded.events:
-                events_by_rep[event.rep_id].append((event, message.origin))
+                events_by_rep[(event.rep_id, event.kind)].append((event, message.origin))
 
         self._load_unseen_reps(events_by_rep)
         too_late: list[tuple[Event, MessageOrigin]] = []
-        for rep_id, items in events_by_rep.items():
+        for key, items in events_by_rep.items():
+            rep_id = key[0]
             origin_of = {id(event): origin for event, origin in items}
-            state = self._states[rep_id]
+            state = self._states[key]
             applied = apply_events(state, (event for event, _ in items), self._late_grace)
             outcome.duplicates += len(applied.duplicates)
             too_late.extend((event, origin_of[id(event)]) for event in applied.too_late)
@@ -109,29 +122,32 @@ class BatchProcessor:
             if applied.accepted:
                 outcome.reps_touched.add(rep_id)
             outcome.sink_batch.daily_activity.extend(
-                DailyActivityRow(rep_id, day, event_type, state.count(day, event_type), now)
-                for day, event_type in sorted(applied.changed)
+                DailyActivityRow(rep_id, day, event_type, count, now)
+                for (day, event_type), count in sorted(applied.changed.items())
             )
         self._classify_too_late(too_late, now, outcome)
         outcome.sink_batch.dead_letters.extend(outcome.dead_letters)
         return outcome
 
-    def _load_unseen_reps(self, events_by_rep: dict[str, list[tuple[Event, MessageOrigin]]]) -> None:
-        unseen = [rep_id for rep_id in events_by_rep if rep_id not in self._states]
+    def _load_unseen_reps(self, events_by_rep: dict[StateKey, list[tuple[Event, MessageOrigin]]]) -> None:
+        unseen = [key for key in events_by_rep if key not in self._states]
         if not unseen:
             return
         # One read for every new rep of the batch, far enough back to cover the grace period of
         # the oldest event among them; everything from that day on is then complete in the state.
-        oldest = min(event.occurred_at for rep_id in unseen for event, _ in events_by_rep[rep_id])
+        oldest = min(event.occurred_at for key in unseen for event, _ in events_by_rep[key])
         horizon_start = utc_day(oldest - self._late_grace)
-        history = self._history.rep_history(unseen, start_of_day(horizon_start))
-        for rep_id in unseen:
+        rep_ids = sorted({rep_id for rep_id, _ in unseen})
+        history = self._history.rep_history(rep_ids, start_of_day(horizon_start))
+        for rep_id, kind in unseen:
+            types = _TYPES_OF_KIND[kind]
             past = (
                 HistoricEvent(entry.event_id, entry.type, entry.occurred_at)
                 for entry in history.get(rep_id, [])
+                if entry.type in types
             )
-            self._states[rep_id] = RepActivityState.rebuild(rep_id, horizon_start, past)
-        logger.debug("rebuilt state of %d reps from stored history", len(unseen))
+            self._states[(rep_id, kind)] = RepActivityState.rebuild(rep_id, horizon_start, past)
+        logger.debug("rebuilt state of %d rep streams from stored history", len(unseen))
 
     def _classify_too_late(
         self, too_late: list[tuple[Event, MessageOrigin]], now: datetime, outcome: BatchOutcome

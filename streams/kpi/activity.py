@@ -14,7 +14,7 @@ worker, a replay and a test run the very same code.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -101,7 +101,9 @@ class ApplyResult:
     accepted: list[Event] = field(default_factory=list)
     duplicates: list[Event] = field(default_factory=list)
     too_late: list[Event] = field(default_factory=list)
-    changed: set[tuple[date, str]] = field(default_factory=set)
+    # The new absolute count of every (day, type) this call changed, taken before days that fell
+    # out of the horizon were dropped from memory (they still have to be written downstream).
+    changed: dict[tuple[date, str], int] = field(default_factory=dict)
 
 
 def horizon_for(newest_event_at: datetime, late_grace: timedelta) -> date:
@@ -110,22 +112,20 @@ def horizon_for(newest_event_at: datetime, late_grace: timedelta) -> date:
 
 
 def apply_events(state: RepActivityState, events: Iterable[Event], late_grace: timedelta) -> ApplyResult:
-    """Count ``events`` (all of ``state.rep_id``) into ``state``.
+    """Count ``events`` (all of ``state.rep_id``, in stream order) into ``state``.
 
-    The result is independent of the order of ``events`` for everything inside the grace period:
-    the horizon is taken from the newest event of the whole call, before anything is counted.
+    An event is *too late* when it is more than ``late_grace`` behind the newest event seen before
+    it in stream order. Lateness is judged event by event, not against the newest event of the
+    whole call: a backfill that arrives in time order is never late, however long a span one
+    batch covers. Events that are all within the grace of each other give the same counts in any
+    order and any batching.
     """
     result = ApplyResult()
-    batch = list(events)
-    if not batch:
-        return result
-    newest_in_batch = max(event.occurred_at for event in batch)
-    if state.newest_event_at is None or newest_in_batch > state.newest_event_at:
-        state.newest_event_at = newest_in_batch
-    cutoff = state.newest_event_at - late_grace
-    for event in batch:
+    for event in events:
+        if state.newest_event_at is None or event.occurred_at > state.newest_event_at:
+            state.newest_event_at = event.occurred_at
         day = utc_day(event.occurred_at)
-        if event.occurred_at < cutoff or day < state.horizon_start:
+        if event.occurred_at < state.newest_event_at - late_grace or day < state.horizon_start:
             result.too_late.append(event)
             continue
         fingerprint = event_fingerprint(event.event_id)
@@ -136,8 +136,9 @@ def apply_events(state: RepActivityState, events: Iterable[Event], late_grace: t
         per_type = state.daily_counts.setdefault(day, {})
         per_type[event.type] = per_type.get(event.type, 0) + 1
         result.accepted.append(event)
-        result.changed.add((day, event.type))
-    _drop_days_before(state, horizon_for(state.newest_event_at, late_grace))
+        result.changed[(day, event.type)] = per_type[event.type]
+    if state.newest_event_at is not None:
+        _drop_days_before(state, horizon_for(state.newest_event_at, late_grace))
     return result
 
 
@@ -149,8 +150,3 @@ def _drop_days_before(state: RepActivityState, first_kept_day: date) -> None:
         del state.daily_counts[day]
     for fingerprint in [f for f, d in state.seen.items() if d < first_kept_day]:
         del state.seen[fingerprint]
-
-
-def changed_counts(state: RepActivityState, changed: Iterable[tuple[date, str]]) -> Mapping[tuple[date, str], int]:
-    """The absolute counts of the given (day, type) keys, for writing downstream."""
-    return {key: state.count(*key) for key in changed}

@@ -101,6 +101,14 @@ def stored_daily(settings: Settings) -> Counter[tuple[str, str, str]]:
     return Counter({(r, d, t): n for r, d, t, n in rows if n})
 
 
+def rows(settings: Settings, sql: str) -> list[tuple[object, ...]]:
+    client = connect(settings)
+    try:
+        return list(client.execute(sql.format(db=settings.clickhouse_database)))
+    finally:
+        client.disconnect()
+
+
 def scalar(settings: Settings, sql: str) -> int:
     client = connect(settings)
     try:
@@ -138,9 +146,9 @@ def test_events_duplicates_and_malformed_input_give_exact_counts(runtime: Embedd
     batch_with_bad = orjson.dumps(
         [
             duplicate.model_dump(mode="json"),
-            {"event_id": "naive", "type": "call", "rep_id": "rep1", "occurred_at": "2026-05-04T10:00:00"},
-            {"event_id": "ok-extra", "type": "demo", "rep_id": "rep1", "occurred_at": "2026-05-05T10:00:00Z"},
-            {"event_id": "nope", "type": "teleport", "rep_id": "rep1", "occurred_at": "2026-05-05T10:00:00Z"},
+            {"event_id": "naive", "type": "call", "rep_id": duplicate.rep_id, "occurred_at": "2026-05-04T10:00:00"},
+            {"event_id": "ok-extra", "type": "demo", "rep_id": duplicate.rep_id, "occurred_at": "2026-05-05T10:00:00Z"},
+            {"event_id": "nope", "type": "teleport", "rep_id": duplicate.rep_id, "occurred_at": "2026-05-05T10:00:00Z"},
         ]
     )
     single_event = orjson.dumps(
@@ -148,7 +156,7 @@ def test_events_duplicates_and_malformed_input_give_exact_counts(runtime: Embedd
     )
     raw = [
         (settings.topics.activities, duplicate.rep_id.encode(), orjson.dumps(duplicate.model_dump(mode="json"))),
-        (settings.topics.activities, b"rep1", batch_with_bad),
+        (settings.topics.activities, duplicate.rep_id.encode(), batch_with_bad),
         (settings.topics.activities, b"rep3", b'{"event_id": "trunc", "type": "call"'),
         (settings.topics.activities, b"rep2", single_event),
     ]
@@ -170,7 +178,8 @@ def test_events_duplicates_and_malformed_input_give_exact_counts(runtime: Embedd
     distinct_ids = {e.event_id for e in all_valid}
     assert scalar(settings, "SELECT count() FROM {db}.events FINAL") == len(distinct_ids)
     assert stored_daily(settings) == expected_daily(all_valid)
-    assert scalar(settings, "SELECT count() FROM {db}.dead_letters FINAL") == 3
+    stored_reasons = rows(settings, "SELECT reason FROM {db}.dead_letters FINAL ORDER BY reason")
+    assert stored_reasons == [("invalid",), ("not_json",), ("unknown_type",)]
     letters = asyncio.run(read_dead_letters(settings, 3))
     reasons = sorted(str(letter["reason"]) for letter in letters)
     assert reasons == ["invalid", "not_json", "unknown_type"]
@@ -197,6 +206,7 @@ def test_worker_kill_and_a_second_pass_over_everything_count_nothing_twice(
         asyncio.run(wait_until_consumed(settings, settings.topics.event_topics, timeout_s=120))
     finally:
         second.stop()
+    assert rows(settings, "SELECT reason, count() FROM {db}.dead_letters GROUP BY reason") == []
     assert scalar(settings, "SELECT count() FROM {db}.events FINAL") == len(events)
     assert stored_daily(settings) == expected_daily(events)
 
