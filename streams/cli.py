@@ -102,13 +102,21 @@ def worker() -> None:
 # ------------------------------------------------------------------------------------------ demo
 
 
+DEMO_DATABASE = "salespulse_demo"
+
+
 @app.command()
 def demo(
     reps: Annotated[int, typer.Option(min=1, max=5000, help="Reps in the synthetic org.")] = 24,
     teams: Annotated[int, typer.Option(min=1, max=200, help="Teams.")] = 3,
     territories: Annotated[int, typer.Option(min=1, max=200, help="Territories.")] = 4,
     days: Annotated[int, typer.Option(min=1, max=3650, help="Days of history to stream, ending now.")] = 42,
-    rate: Annotated[float, typer.Option(min=1, help="Events per second to publish.")] = 4000.0,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=1, help="Events per second to publish (default: spread the history over the duration, else 4000/s)."
+        ),
+    ] = None,
     duration: Annotated[
         float | None, typer.Option(min=1, help="Stop after this many seconds (default: when all is stored).")
     ] = None,
@@ -121,10 +129,15 @@ def demo(
 
     settings = load_settings()
     configure_logging(settings)
-    options = DemoOptions(reps, teams, territories, days, rate, duration, seed, fading)
+    embedded = settings.kafka_bootstrap is None and settings.clickhouse_host is None
+    if embedded:
+        # The demo keeps its own database on the embedded servers and starts it afresh each run,
+        # so its numbers are always this run's and never mix with data you loaded yourself.
+        settings = settings.model_copy(update={"clickhouse_database": DEMO_DATABASE})
+    options = DemoOptions(reps, teams, territories, days, rate, duration, seed, fading, run_tag=not embedded)
     console.print(f"starting the pipeline (data in {settings.home.resolve()}) ...")
     try:
-        with running_pipeline(settings, with_worker=None) as pipeline:
+        with running_pipeline(settings, with_worker=None, reset_database=embedded) as pipeline:
             if pipeline.worker is None:
                 console.print("[yellow]external broker: events go to the workers of your deployment[/]")
             snapshot = asyncio.run(run_demo(pipeline.settings, options, out))

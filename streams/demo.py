@@ -18,7 +18,7 @@ from schemas.settings import Settings
 from sinks.clickhouse import connect
 from sinks.queries import activity_by_rep, dead_letter_count, event_totals
 from streams.kafka import EventPublisher, start_producer, wait_until_consumed
-from streams.synthetic import OrgSpec, SyntheticOrg, generate_org, iter_events
+from streams.synthetic import OrgSpec, SyntheticOrg, estimate_total_events, generate_org, iter_events
 
 # Malformed inputs the demo sends on purpose, so the dead-letter path is visible from the start.
 DEMO_BAD_MESSAGES: tuple[tuple[bytes, bytes], ...] = (
@@ -38,6 +38,10 @@ TYPE_HEADERS = {
     "proposal_sent": "Proposals",
     "deal_won": "Won",
 }
+FALLBACK_RATE = 4000.0
+# Where a fading rep falls off: this many days before the end of the history, so the drop shows in
+# the last-7-days column against the prior 7 days.
+FADE_DAYS_BEFORE_END = 9
 LEADING_TYPES = ("call", "email", "meeting_scheduled", "meeting_held", "visit", "demo", "proposal_sent")
 
 
@@ -47,10 +51,15 @@ class DemoOptions:
     teams: int = 3
     territories: int = 4
     days: int = 42
-    rate: float = 4000.0
+    # Events per second; None paces the history to end at about three quarters of ``duration``
+    # (so the table moves through the weeks while you watch), or FALLBACK_RATE without a duration.
+    rate: float | None = None
     duration: float | None = None
     seed: int = 7
     fading_reps: int = 2
+    # Make event ids unique to this run (needed on external servers, where earlier demo runs'
+    # events stay stored and the same ids would be recognised as duplicates).
+    run_tag: bool = False
 
 
 @dataclass
@@ -60,6 +69,14 @@ class Snapshot:
     last_7d: list[dict[str, Any]] = field(default_factory=list)
     prior_7d: dict[str, dict[str, Any]] = field(default_factory=dict)
     as_of: date | None = None
+
+
+def publish_rate(options: DemoOptions, spec: OrgSpec) -> float:
+    if options.rate is not None:
+        return options.rate
+    if options.duration is None:
+        return FALLBACK_RATE
+    return max(1.0, estimate_total_events(spec) / (0.75 * options.duration))
 
 
 def read_snapshot(settings: Settings, as_of: date) -> Snapshot:
@@ -130,6 +147,7 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         start=start,
         seed=options.seed,
         fading_reps=options.fading_reps,
+        fade_at=max(0.2, 1 - FADE_DAYS_BEFORE_END / options.days),
     )
     org = generate_org(spec)
     fading = set(org.fading_rep_ids)
@@ -163,14 +181,21 @@ async def _stream_with_display(
         TimeElapsedColumn(),
         console=console,
     )
+    rate = publish_rate(options, spec)
+    expected_total = estimate_total_events(spec)
     history_end = spec.start + timedelta(days=spec.days)
-    published_task = progress.add_task("published", total=None, rate="")
-    stored_task = progress.add_task("stored in ClickHouse", total=None, rate="")
-    as_of = (history_end - timedelta(seconds=1)).date()
+    published_task = progress.add_task("published", total=expected_total, rate="")
+    stored_task = progress.add_task("stored in ClickHouse", total=expected_total, rate="")
+    # The table shows the 7 days up to the newest published event: it walks through the history
+    # as it streams, the way a manager's screen follows the days.
+    as_of = spec.start.date()
     snapshot = Snapshot(as_of=as_of)
     began = time.monotonic()
     deadline = began + options.duration if options.duration else None
     events = iter_events(org, spec)
+    if options.run_tag:
+        tag = f"demo{int(time.time())}-"
+        events = (event.model_copy(update={"event_id": tag + event.event_id}) for event in events)
     exhausted = False
     next_refresh = 0.0
 
@@ -188,13 +213,17 @@ async def _stream_with_display(
             if deadline is not None and now >= deadline:
                 break
             if not exhausted:
-                target = int(options.rate * (now - began))
+                target = int(rate * (now - began))
                 while publisher.stats.events + publisher.buffered_events < target:
                     event = next(events, None)
                     if event is None:
                         exhausted = True
+                        as_of = (history_end - timedelta(seconds=1)).date()
                         await publisher.flush()
+                        progress.update(published_task, total=publisher.stats.events)
+                        progress.update(stored_task, total=publisher.stats.events)
                         break
+                    as_of = max(as_of, event.occurred_at.date())
                     await publisher.publish(event)
                 await publisher.flush_due()
                 elapsed = max(now - began, 1e-6)

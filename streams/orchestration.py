@@ -44,12 +44,17 @@ class RunningPipeline:
         return self.runtime.started_broker
 
 
-def prepare_storage_and_topics(settings: Settings) -> None:
+def prepare_storage_and_topics(settings: Settings, *, reset_database: bool = False) -> None:
+    """Migrate the ClickHouse schema and create the topics; ``reset_database`` drops the database
+    first (only the demo asks for that, for its own database on the embedded servers)."""
     client = connect(settings)
     try:
+        if reset_database:
+            client.execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database} SYNC")
+            logger.info("dropped database %s to start afresh", settings.clickhouse_database)
         applied = apply_migrations(client, settings.clickhouse_database)
         for migration in applied:
-            logger.info("applied ClickHouse migration %s", migration)
+            logger.info("applied ClickHouse migration %04d %s", migration.version, migration.name)
     finally:
         client.disconnect()
     created = asyncio.run(ensure_topics(settings))
@@ -61,10 +66,8 @@ def live_settings(runtime: EmbeddedRuntime) -> Settings:
     """Settings for clients in this process, pointing at the live servers."""
     live = runtime.settings_for_children()
     if runtime.started_broker:
-        live = live.model_copy(
-            update={"kafka_embedded_compat": True}
-            | {key.removeprefix("SALESPULSE_").lower(): float(value) for key, value in EMBEDDED_GROUP_TIMINGS.items()}
-        )
+        timings = {key.removeprefix("SALESPULSE_").lower(): float(v) for key, v in EMBEDDED_GROUP_TIMINGS.items()}
+        live = live.model_copy(update={"kafka_embedded_compat": True, **timings})
     return live
 
 
@@ -90,8 +93,19 @@ def start_worker_process(
     return process
 
 
+def pipeline_env(settings: Settings) -> dict[str, str]:
+    """What a worker child must share with its parent beyond the server endpoints."""
+    return {
+        "SALESPULSE_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "SALESPULSE_TOPIC_PREFIX": settings.topic_prefix,
+        "SALESPULSE_CONSUMER_GROUP": settings.consumer_group,
+    }
+
+
 @contextmanager
-def running_pipeline(settings: Settings, *, with_worker: bool | None = None) -> Iterator[RunningPipeline]:
+def running_pipeline(
+    settings: Settings, *, with_worker: bool | None = None, reset_database: bool = False
+) -> Iterator[RunningPipeline]:
     """Servers, schema and topics ready; a worker running when this process owns the broker.
 
     ``with_worker`` forces the choice; by default a worker is started only on the embedded broker.
@@ -99,10 +113,10 @@ def running_pipeline(settings: Settings, *, with_worker: bool | None = None) -> 
     with ExitStack() as stack:
         runtime = stack.enter_context(EmbeddedRuntime(settings))
         live = live_settings(runtime)
-        prepare_storage_and_topics(live)
+        prepare_storage_and_topics(live, reset_database=reset_database)
         start = runtime.started_broker if with_worker is None else with_worker
         worker = None
         if start:
-            worker = start_worker_process(runtime)
+            worker = start_worker_process(runtime, extra_env=pipeline_env(live))
             stack.callback(worker.stop)
         yield RunningPipeline(settings=live, runtime=runtime, worker=worker)
