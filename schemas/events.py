@@ -69,15 +69,11 @@ def _bounded_attributes(value: dict[str, str | int | float | bool]) -> dict[str,
     return value
 
 
-Identifier = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)
-]
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)]
 EventTime = Annotated[AwareDatetime, AfterValidator(_within_event_time_range)]
 Amount = Annotated[Decimal, AfterValidator(_valid_amount)]
 AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Attributes = Annotated[
-    dict[AttributeKey, str | int | float | bool], AfterValidator(_bounded_attributes)
-]
+Attributes = Annotated[dict[AttributeKey, str | int | float | bool], AfterValidator(_bounded_attributes)]
 
 
 class CallOutcome(StrEnum):
@@ -180,7 +176,7 @@ class DealLostEvent(_EventBase):
     reason: Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_STRING)] | None = None
 
 
-ActivityEvent: TypeAlias = (  # noqa: UP040
+ActivityEvent: TypeAlias = (
     CallEvent
     | EmailEvent
     | MeetingScheduledEvent
@@ -189,8 +185,8 @@ ActivityEvent: TypeAlias = (  # noqa: UP040
     | DemoEvent
     | ProposalSentEvent
 )
-DealEvent: TypeAlias = DealCreatedEvent | DealStageChangedEvent | DealWonEvent | DealLostEvent  # noqa: UP040
-SalesEvent: TypeAlias = Annotated[ActivityEvent | DealEvent, Field(discriminator="type")]  # noqa: UP040
+DealEvent: TypeAlias = DealCreatedEvent | DealStageChangedEvent | DealWonEvent | DealLostEvent
+SalesEvent: TypeAlias = Annotated[ActivityEvent | DealEvent, Field(discriminator="type")]
 
 EVENT_MODELS: tuple[type[_EventBase], ...] = (
     CallEvent,

@@ -166,7 +166,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
 
     @app.agent(source, name="salespulse.count_activity")
     async def count_activity(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for batch in stream.take_events(
+        async for batch in stream.take_events(  # type: ignore[attr-defined]  # not in StreamT
             settings.worker_batch_messages, within=settings.worker_batch_seconds
         ):
             messages = [
@@ -180,13 +180,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
             await _process_shielded(worker, messages)
             yield None
 
-    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal typing is too narrow
     async def forget_moved_reps(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         # Another worker may own these reps now and move their state on; ours would go stale.
         if revoked:
             processor.forget_all()
 
-    @app.on_after_configured.connect  # type: ignore[untyped-decorator]
+    @app.on_after_configured.connect  # type: ignore[arg-type]
     def _configured(app: faust.App, **kwargs: Any) -> None:
         logger.info("salespulse worker configured for %s", settings.kafka_bootstrap)
 

@@ -99,9 +99,7 @@ class BatchProcessor:
             if message.origin.source == self._rep_topic:
                 self._decode_rep(message, now, outcome)
                 continue
-            decoded = decode_message(
-                message.key, message.value, message.origin, now, self._max_message_bytes
-            )
+            decoded = decode_message(message.key, message.value, message.origin, now, self._max_message_bytes)
             outcome.dead_letters.extend(decoded.dead_letters)
             for event in decoded.events:
                 events_by_rep[(event.rep_id, event.kind)].append((event, message.origin))

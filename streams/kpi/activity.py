@@ -62,9 +62,7 @@ class RepActivityState:
     seen: dict[int, date] = field(default_factory=dict)
 
     @classmethod
-    def rebuild(
-        cls, rep_id: str, horizon_start: date, history: Iterable[HistoricEvent]
-    ) -> RepActivityState:
+    def rebuild(cls, rep_id: str, horizon_start: date, history: Iterable[HistoricEvent]) -> RepActivityState:
         """State from stored events. ``history`` must hold every stored event of the rep from
         ``horizon_start`` on (and may hold older ones, which only raise the newest time)."""
         state = cls(rep_id=rep_id, horizon_start=horizon_start)

@@ -40,6 +40,11 @@ def isolated(runtime: EmbeddedRuntime) -> Iterator[Settings]:
     )
     prepare_storage_and_topics(settings)
     yield settings
+    client = connect(settings)
+    try:
+        client.execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+    finally:
+        client.disconnect()
 
 
 def start_worker(runtime: EmbeddedRuntime, settings: Settings, name: str) -> ManagedProcess:
@@ -57,17 +62,32 @@ def sample_events(reps: int, per_rep: int) -> list[Event]:
         for i in range(per_rep):
             at = T0 + timedelta(hours=i * 5)
             if i % 3 == 0:
-                events.append(EmailEvent(event_id=f"r{r}-{i}", rep_id=f"rep{r}", type="email", occurred_at=at))
+                events.append(
+                    EmailEvent(event_id=f"r{r}-{i}", rep_id=f"rep{r}", type="email", occurred_at=at)
+                )
             else:
                 events.append(
-                    CallEvent(event_id=f"r{r}-{i}", rep_id=f"rep{r}", type="call", occurred_at=at, outcome="connected")
+                    CallEvent(
+                        event_id=f"r{r}-{i}",
+                        rep_id=f"rep{r}",
+                        type="call",
+                        occurred_at=at,
+                        outcome="connected",
+                    )
                 )
     events.append(
-        DealCreatedEvent(event_id="d1", rep_id="rep0", type="deal_created", occurred_at=T0, deal_id="D1", amount=500)
+        DealCreatedEvent(
+            event_id="d1", rep_id="rep0", type="deal_created", occurred_at=T0, deal_id="D1", amount=500
+        )
     )
     events.append(
         DealWonEvent(
-            event_id="d2", rep_id="rep0", type="deal_won", occurred_at=T0 + timedelta(days=1), deal_id="D1", amount=500
+            event_id="d2",
+            rep_id="rep0",
+            type="deal_won",
+            occurred_at=T0 + timedelta(days=1),
+            deal_id="D1",
+            amount=500,
         )
     )
     return events
@@ -93,8 +113,9 @@ def expected_daily(events: list[Event]) -> Counter[tuple[str, str, str]]:
 def stored_daily(settings: Settings) -> Counter[tuple[str, str, str]]:
     client = connect(settings)
     try:
+        database = settings.clickhouse_database
         rows = client.execute(
-            f"SELECT rep_id, toString(day), type, events FROM {settings.clickhouse_database}.rep_daily_activity FINAL"
+            f"SELECT rep_id, toString(day), type, events FROM {database}.rep_daily_activity FINAL"
         )
     finally:
         client.disconnect()
@@ -137,7 +158,9 @@ async def read_dead_letters(settings: Settings, expected: int) -> list[dict[str,
     return found
 
 
-def test_events_duplicates_and_malformed_input_give_exact_counts(runtime: EmbeddedRuntime, isolated: Settings) -> None:
+def test_events_duplicates_and_malformed_input_give_exact_counts(
+    runtime: EmbeddedRuntime, isolated: Settings
+) -> None:
     settings = isolated
     events = sample_events(reps=5, per_rep=40)
     # The same event again in a later message of its own (a producer retry), and one straight
@@ -146,16 +169,40 @@ def test_events_duplicates_and_malformed_input_give_exact_counts(runtime: Embedd
     batch_with_bad = orjson.dumps(
         [
             duplicate.model_dump(mode="json"),
-            {"event_id": "naive", "type": "call", "rep_id": duplicate.rep_id, "occurred_at": "2026-05-04T10:00:00"},
-            {"event_id": "ok-extra", "type": "demo", "rep_id": duplicate.rep_id, "occurred_at": "2026-05-05T10:00:00Z"},
-            {"event_id": "nope", "type": "teleport", "rep_id": duplicate.rep_id, "occurred_at": "2026-05-05T10:00:00Z"},
+            {
+                "event_id": "naive",
+                "type": "call",
+                "rep_id": duplicate.rep_id,
+                "occurred_at": "2026-05-04T10:00:00",
+            },
+            {
+                "event_id": "ok-extra",
+                "type": "demo",
+                "rep_id": duplicate.rep_id,
+                "occurred_at": "2026-05-05T10:00:00Z",
+            },
+            {
+                "event_id": "nope",
+                "type": "teleport",
+                "rep_id": duplicate.rep_id,
+                "occurred_at": "2026-05-05T10:00:00Z",
+            },
         ]
     )
     single_event = orjson.dumps(
-        {"event_id": "single", "type": "meeting_held", "rep_id": "rep2", "occurred_at": "2026-05-06T10:00:00+02:00"}
+        {
+            "event_id": "single",
+            "type": "meeting_held",
+            "rep_id": "rep2",
+            "occurred_at": "2026-05-06T10:00:00+02:00",
+        }
     )
     raw = [
-        (settings.topics.activities, duplicate.rep_id.encode(), orjson.dumps(duplicate.model_dump(mode="json"))),
+        (
+            settings.topics.activities,
+            duplicate.rep_id.encode(),
+            orjson.dumps(duplicate.model_dump(mode="json")),
+        ),
         (settings.topics.activities, duplicate.rep_id.encode(), batch_with_bad),
         (settings.topics.activities, b"rep3", b'{"event_id": "trunc", "type": "call"'),
         (settings.topics.activities, b"rep2", single_event),
@@ -230,7 +277,9 @@ async def _wait_for_some_rows(settings: Settings) -> None:
     raise AssertionError("the worker stored nothing within 20 s")
 
 
-def test_reps_are_stored_and_bad_rep_records_dead_lettered(runtime: EmbeddedRuntime, isolated: Settings) -> None:
+def test_reps_are_stored_and_bad_rep_records_dead_lettered(
+    runtime: EmbeddedRuntime, isolated: Settings
+) -> None:
     settings = isolated
     reps = [Rep(rep_id=f"rep{i}", name=f"Rep {i}", team="North", territory="EMEA") for i in range(3)]
 

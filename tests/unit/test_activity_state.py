@@ -48,7 +48,9 @@ def build(raw: list[tuple[int, str, int]]) -> list[Event]:
     return [make(f"e{n}", *first[n]) for n, _, _ in raw]
 
 
-def brute_force(batches: list[list[Event]], grace: timedelta) -> tuple[Counter[tuple[date, str]], datetime | None]:
+def brute_force(
+    batches: list[list[Event]], grace: timedelta
+) -> tuple[Counter[tuple[date, str]], datetime | None]:
     """Lateness by definition: more than ``grace`` behind the newest event before it in stream order."""
     seen: set[str] = set()
     newest: datetime | None = None

@@ -54,7 +54,9 @@ def test_an_event_far_behind_its_own_stream_is_a_too_late_dead_letter_unless_alr
     stored = call(1, 0)
     history.add([stored])
     late_new = call(2, 1)
-    outcome = step.process([message(ACTIVITIES, [call(3, 60)], 0), message(ACTIVITIES, [stored, late_new], 1)])
+    outcome = step.process(
+        [message(ACTIVITIES, [call(3, 60)], 0), message(ACTIVITIES, [stored, late_new], 1)]
+    )
     # The stored one is a re-sent duplicate; the new one is genuinely late and kept as a dead letter.
     assert outcome.accepted == 1 and outcome.duplicates == 1
     assert [(d.reason, d.event_id, d.offset) for d in outcome.dead_letters] == [
@@ -68,7 +70,10 @@ def test_malformed_items_in_a_batch_do_not_take_good_events_with_them() -> None:
     value = orjson.dumps([good, {"event_id": "x", "type": "call", "rep_id": "r1"}, "not an object"])
     outcome = step.process([RawMessage(b"r1", value, MessageOrigin(ACTIVITIES, 2, 7))])
     assert outcome.accepted == 1
-    assert sorted((d.reason.value, d.index) for d in outcome.dead_letters) == [("invalid", 1), ("not_an_object", 2)]
+    assert sorted((d.reason.value, d.index) for d in outcome.dead_letters) == [
+        ("invalid", 1),
+        ("not_an_object", 2),
+    ]
     assert all(d.partition == 2 and d.offset == 7 for d in outcome.dead_letters)
 
 
