@@ -164,6 +164,16 @@ def event_to_json_dict(event: Event) -> dict[str, Any]:
     return event.model_dump(mode="json", exclude_none=True)
 
 
+def event_to_json(event: Event) -> bytes:
+    """The canonical JSON of one event, compact (what is stored as the event's payload).
+
+    Same text as ``orjson.dumps(event_to_json_dict(event))``, from pydantic's serializer directly:
+    faster, and an exact-size ``bytes``. orjson's result keeps its ~4 KiB output buffer allocated,
+    which made a stored batch of 200k events cost ~800 MB instead of ~40 MB.
+    """
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
 def encode_batch(events: Iterable[Event]) -> bytes:
     """One message value for a batch of events of one rep."""
     return orjson.dumps([event_to_json_dict(event) for event in events])

@@ -13,14 +13,13 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import orjson
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ErrorCodes, NetworkError, ServerException, SocketTimeoutError
 
 from schemas.deadletter import DeadLetter
 from schemas.reps import Rep
 from schemas.settings import Settings
-from schemas.wire import event_to_json_dict
+from schemas.wire import event_to_json
 from sinks.base import DailyActivityRow, IngestedEvent, RepHistoryEntry, SinkBatch
 from sinks.errors import ClickHouseUnreachableError, SinkError
 from sinks.migrate import validate_database_name
@@ -120,7 +119,7 @@ def event_row(item: IngestedEvent) -> Row:
         epoch_millis(event.occurred_at),
         fields.get("amount"),
         # Bytes go into a String column as they are: no decode/encode round trip.
-        orjson.dumps(event_to_json_dict(event)),
+        event_to_json(event),
         origin.source,
         origin.partition,
         origin.offset,
