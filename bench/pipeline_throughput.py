@@ -101,9 +101,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     batches = args.batch or [200]
-    print(
-        f"{args.events:,} events, {args.reps} reps, {args.rounds} round(s) each; end to end into ClickHouse"
-    )
+    print(f"{args.events:,} events, {args.reps} reps, {args.rounds} round(s) each, into ClickHouse")
     header = (
         "events/msg",
         "messages",

@@ -63,13 +63,13 @@ class Settings(BaseSettings):
         default=1, description="Replication factor for topics the app creates."
     )
     kafka_session_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
-        default=10.0, description="Consumer group session timeout."
+        default=10.0, description="Consumer group session timeout, in seconds."
     )
     kafka_heartbeat_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
-        default=1.0, description="Consumer group heartbeat interval."
+        default=1.0, description="Consumer group heartbeat interval, in seconds."
     )
     kafka_rebalance_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
-        default=10.0, description="Consumer group rebalance timeout."
+        default=10.0, description="Consumer group rebalance timeout, in seconds."
     )
     kafka_embedded_compat: bool = Field(
         default=False,
@@ -94,7 +94,10 @@ class Settings(BaseSettings):
     )
     late_grace_days: Annotated[int, Field(ge=1, le=3650)] = Field(
         default=35,
-        description="How far behind a rep's newest event an event may arrive and still be counted.",
+        description=(
+            "How many days an event may trail the newest event of its rep on the same stream "
+            "(activities or deals) and still be counted."
+        ),
     )
     worker_batch_messages: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=1000, description="Most messages a worker processes (and writes to ClickHouse) at once."

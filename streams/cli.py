@@ -190,6 +190,7 @@ async def _replay(settings: Settings, path: Path) -> tuple[int, int]:
     producer = await start_producer(settings)
     publisher = EventPublisher(producer, settings)
     accepted = rejected = 0
+    unstored: list[DeadLetter] = []
     source = f"file:{path.name}"
     raw, lines = _open_lines(path)
     total = path.stat().st_size
@@ -207,16 +208,47 @@ async def _replay(settings: Settings, path: Path) -> tuple[int, int]:
                     rejected += 1
                     logger.warning("line %d rejected (%s): %s", number, dead_letter.reason, dead_letter.detail)
                     await publisher.publish_dead_letter(dead_letter)
+                    unstored.append(dead_letter)
+                if len(unstored) >= DEAD_LETTER_STORE_BATCH:
+                    await asyncio.to_thread(_store_dead_letters, settings, unstored)
+                    unstored = []
                 accepted += len(decoded.events)
                 await publisher.publish_many(decoded.events)
                 if number % 2000 == 0:
                     progress.update(task, completed=raw.tell())
             await publisher.flush()
+            await asyncio.to_thread(_store_dead_letters, settings, unstored)
             progress.update(task, completed=total)
     finally:
         raw.close()
         await producer.stop()
     return accepted, rejected
+
+
+# Dead letters a command finds are written to ClickHouse this many at a time (bounded memory).
+DEAD_LETTER_STORE_BATCH = 1000
+
+
+def _store_dead_letters(settings: Settings, dead_letters: list[DeadLetter]) -> None:
+    """Keep the dead letters this command rejected in ClickHouse's ``dead_letters`` table.
+
+    The worker stores the dead letters *it* finds, but it does not consume the dead-letter topic,
+    so what a command rejects before publishing (a bad line of a file, a bad rep row) used to reach
+    the topic only; on the embedded broker, which keeps topics in memory, it was lost as soon as
+    the command ended. Idempotent like the worker's writes: a dead letter's identity is its
+    source, line, reason and payload, so loading the same file again replaces its rows.
+    """
+    if not dead_letters:
+        return
+    from sinks.base import SinkBatch
+    from sinks.clickhouse import ClickHouseSink, connect
+
+    sink = ClickHouseSink(connect(settings), settings.clickhouse_database)
+    try:
+        sink.write(SinkBatch(dead_letters=list(dead_letters)))
+        sink.flush()
+    finally:
+        sink.close()
 
 
 def _byte_progress() -> Progress:
@@ -237,14 +269,18 @@ async def _wait_processed(settings: Settings, timeout: float) -> None:
     with Progress(
         TextColumn("[bold]waiting for the worker"),
         BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} messages stored"),
+        # Not "{task.total:,}": the total is None until the first poll, and formatting None with ","
+        # raised TypeError, so every self-contained replay / reps load crashed right after publishing.
+        TextColumn("{task.fields[stored]} messages stored"),
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("wait", total=None)
+        task = progress.add_task("wait", total=None, stored="…")
 
         def show(state: ConsumerProgress) -> None:
-            progress.update(task, completed=state.consumed, total=state.total)
+            progress.update(
+                task, completed=state.consumed, total=state.total, stored=f"{state.consumed:,}/{state.total:,}"
+            )
 
         try:
             await wait_until_consumed(
@@ -260,8 +296,10 @@ async def _wait_processed(settings: Settings, timeout: float) -> None:
 # ------------------------------------------------------------------------------------------ reps
 
 
-def _read_rep_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """(line number, row, error) for every record of a CSV or JSON Lines file."""
+def _read_rep_rows(
+    path: Path,
+) -> Iterator[tuple[int, dict[str, Any] | None, tuple[DeadLetterReason, str] | None]]:
+    """(line number, row, (reason, error) or None) for every record of a CSV or JSON Lines file."""
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -276,10 +314,11 @@ def _read_rep_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str
             try:
                 document = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                yield number, None, f"not JSON: {exc}"
+                yield number, None, (DeadLetterReason.NOT_JSON, f"not JSON: {exc}")
                 continue
             if not isinstance(document, dict):
-                yield number, None, "a rep record must be a JSON object"
+                # Its own reason, as for events: it is JSON, just not a record.
+                yield number, None, (DeadLetterReason.NOT_AN_OBJECT, "a rep record must be a JSON object")
                 continue
             yield number, document, None
 
@@ -298,7 +337,7 @@ def reps_load(
     reps: list[Rep] = []
     dead_letters: list[DeadLetter] = []
     for number, row, error in _read_rep_rows(file):
-        problem = error
+        reason, problem = error or (DeadLetterReason.INVALID, "")
         if row is not None:
             try:
                 reps.append(Rep.model_validate(row))
@@ -311,7 +350,7 @@ def reps_load(
         excerpt, truncated = DeadLetter.excerpt(orjson.dumps(row) if row is not None else b"")
         dead_letters.append(
             DeadLetter(
-                reason=DeadLetterReason.INVALID if row is not None else DeadLetterReason.NOT_JSON,
+                reason=reason,
                 detail=f"invalid rep record: {problem}",
                 source=f"file:{file.name}",
                 offset=number,
@@ -322,6 +361,7 @@ def reps_load(
         )
     with running_pipeline(settings) as pipeline:
         asyncio.run(_publish_reps(pipeline.settings, reps, dead_letters))
+        _store_dead_letters(pipeline.settings, dead_letters)
         if pipeline.self_contained or wait:
             asyncio.run(_wait_processed(pipeline.settings, timeout))
     out.print(f"loaded {len(reps)} rep(s); rejected {len(dead_letters)}")

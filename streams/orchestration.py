@@ -118,5 +118,12 @@ def running_pipeline(
         worker = None
         if start:
             worker = start_worker_process(runtime, extra_env=pipeline_env(live))
-            stack.callback(worker.stop)
+            if runtime.started_broker or runtime.started_clickhouse:
+                # Adopted by the runtime: still stopped first (before the servers it writes to),
+                # and its pid is listed in runtime.json with the servers', so whoever inspects a
+                # running home sees every child started for it (before, the worker was missing).
+                runtime.manage(worker)
+            else:
+                # Nothing embedded: the runtime owns no home and no runtime.json to list it in.
+                stack.callback(worker.stop)
         yield RunningPipeline(settings=live, runtime=runtime, worker=worker)
