@@ -10,6 +10,7 @@ shows up as a dead letter instead of a silently ignored value.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -19,10 +20,12 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     TypeAdapter,
+    model_validator,
 )
 
 # Absurd timestamps are almost always a unit bug (seconds vs milliseconds) or an unset clock on a
@@ -35,6 +38,20 @@ MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_STRING = 1024
 # Decimal(18, 2) in ClickHouse: 16 integer digits.
 MAX_AMOUNT = Decimal("9999999999999999.99")
+
+
+# What an RFC 3339 timestamp starts with. Pydantic alone would also take numbers (and numeric
+# strings) as Unix seconds *or* milliseconds, guessing the unit: exactly the bug the range check
+# below exists to catch, and not what the contract promises.
+_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _RFC3339_START.match(value):
+        return value
+    raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-05-04T09:30:00+02:00")
 
 
 def _within_event_time_range(value: datetime) -> datetime:
@@ -70,7 +87,7 @@ def _bounded_attributes(value: dict[str, str | int | float | bool]) -> dict[str,
 
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)]
-EventTime = Annotated[AwareDatetime, AfterValidator(_within_event_time_range)]
+EventTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_within_event_time_range)]
 Amount = Annotated[Decimal, AfterValidator(_valid_amount)]
 AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Attributes = Annotated[dict[AttributeKey, str | int | float | bool], AfterValidator(_bounded_attributes)]
@@ -134,6 +151,14 @@ class VisitEvent(_EventBase):
     lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
     accuracy_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] | None = None
     check_out_at: EventTime | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VisitEvent:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon must be given together")
+        if self.check_out_at is not None and self.check_out_at < self.occurred_at:
+            raise ValueError("check_out_at must not be before occurred_at (the check-in)")
+        return self
 
 
 class DemoEvent(_EventBase):

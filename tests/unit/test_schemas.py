@@ -106,6 +106,21 @@ TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
 }
 
 
+def _consistent_visit(d: dict[str, Any]) -> dict[str, Any]:
+    """A visit has a position (lat and lon) or none, and checks out no earlier than it checks in."""
+    if d["type"] != "visit":
+        return d
+    fixed = dict(d)
+    if fixed["lat"] is None or fixed["lon"] is None:
+        fixed["lat"] = fixed["lon"] = None
+    check_out = fixed["check_out_at"]
+    if check_out is not None and datetime.fromisoformat(check_out) < datetime.fromisoformat(
+        fixed["occurred_at"]
+    ):
+        fixed["check_out_at"] = None
+    return fixed
+
+
 def event_dicts() -> st.SearchStrategy[dict[str, Any]]:
     """Valid events of every type for the rep ``KEY``, as a producer would send them."""
 
@@ -120,9 +135,13 @@ def event_dicts() -> st.SearchStrategy[dict[str, Any]]:
             **TYPE_FIELDS[event_type],
         }
         # Optional fields are sometimes sent as null and sometimes left out; both mean "not given".
-        return st.fixed_dictionaries(fields).flatmap(
-            lambda d: st.booleans().map(
-                lambda drop: {k: v for k, v in d.items() if v is not None or not drop}
+        return (
+            st.fixed_dictionaries(fields)
+            .map(_consistent_visit)
+            .flatmap(
+                lambda d: st.booleans().map(
+                    lambda drop: {k: v for k, v in d.items() if v is not None or not drop}
+                )
             )
         )
 
@@ -523,3 +542,34 @@ def test_a_bad_rep_record_is_refused(changes: dict[str, Any]) -> None:
 
 def test_amount_limit_matches_clickhouse_decimal_18_2() -> None:
     assert Decimal(10**16) - CENT == MAX_AMOUNT
+
+
+@pytest.mark.parametrize(
+    "value", [1714557600, 1714557600000, "1714557600", 1714557600.5, "2026-05-04", "yesterday"]
+)
+def test_occurred_at_must_be_an_rfc3339_timestamp_not_a_number(value: object) -> None:
+    raw = {"event_id": "e1", "type": "call", "rep_id": "r1", "occurred_at": value}
+    with pytest.raises(ValidationError, match="RFC 3339|timezone"):
+        SALES_EVENT_ADAPTER.validate_python(raw)
+
+
+def test_occurred_at_accepts_rfc3339_with_any_offset_and_space_separator() -> None:
+    for text in ("2026-05-04T09:30:00+02:00", "2026-05-04 07:30:00Z", "2026-05-04t07:30:00.123456-00:00"):
+        event = SALES_EVENT_ADAPTER.validate_python(
+            {"event_id": "e1", "type": "call", "rep_id": "r1", "occurred_at": text}
+        )
+        assert event.occurred_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"lat": 48.1}, "lat and lon"),
+        ({"lon": 11.5}, "lat and lon"),
+        ({"check_out_at": "2026-05-04T08:59:00Z"}, "check_out_at"),
+    ],
+)
+def test_visit_fields_must_be_consistent(extra: dict[str, object], message: str) -> None:
+    raw = {"event_id": "v1", "type": "visit", "rep_id": "r1", "occurred_at": "2026-05-04T09:00:00Z", **extra}
+    with pytest.raises(ValidationError, match=message):
+        SALES_EVENT_ADAPTER.validate_python(raw)
