@@ -7,6 +7,7 @@ import csv
 import gzip
 import logging
 import sys
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -39,7 +41,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-reps_app = typer.Typer(help="Rep records: who is on which team and territory, with quotas.", no_args_is_help=True)
+reps_app = typer.Typer(
+    help="Rep records: who is on which team and territory, with quotas.", no_args_is_help=True
+)
 db_app = typer.Typer(help="ClickHouse schema management.", no_args_is_help=True)
 app.add_typer(reps_app, name="reps")
 app.add_typer(db_app, name="db")
@@ -55,20 +59,23 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        console.print(f"[red]invalid configuration:[/]\n{exc}")
+        # Escaped: pydantic's "[type=..., input_value=...]" would otherwise vanish as rich markup.
+        console.print(f"[red]invalid configuration:[/]\n{escape(str(exc))}")
         raise typer.Exit(2) from exc
 
 
 def configure_logging(settings: Settings, *, quiet_libraries: bool = True) -> None:
     handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], format="%(message)s", force=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), handlers=[handler], format="%(message)s", force=True
+    )
     if quiet_libraries:
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")  # a path may hold "[...]"
     return typer.Exit(code)
 
 
@@ -114,7 +121,8 @@ def demo(
     rate: Annotated[
         float | None,
         typer.Option(
-            min=1, help="Events per second to publish (default: spread the history over the duration, else 4000/s)."
+            min=1,
+            help="Events per second to publish (default: spread the history over the duration, else 4000/s).",
         ),
     ] = None,
     duration: Annotated[
@@ -160,6 +168,39 @@ def _open_lines(path: Path) -> tuple[BinaryIO, BinaryIO]:
     return raw, raw
 
 
+# What reading a file that is not what its name says raises: gzip.BadGzipFile (an OSError) for a
+# .gz that is not gzip, EOFError for a truncated one, zlib.error for corrupt data.
+UNREADABLE_INPUT_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class UnreadableFileError(Exception):
+    """The input file could not be read (as opposed to a bad line in it, which is a dead letter)."""
+
+
+def _check_readable(path: Path) -> None:
+    """Fail with one line before anything starts when the file cannot be read at all; before,
+    a .gz that was not gzip started the servers and then ended in a traceback."""
+    try:
+        raw, lines = _open_lines(path)
+        try:
+            lines.read(1)
+        finally:
+            raw.close()
+    except UNREADABLE_INPUT_ERRORS as exc:
+        raise fail(f"cannot read {path}: {exc}") from None
+
+
+def _numbered_lines(path: Path, lines: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """The file's lines with their numbers; a read error (e.g. a .gz cut short) becomes
+    UnreadableFileError naming the last good line."""
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            yield number, line
+    except UNREADABLE_INPUT_ERRORS as exc:
+        raise UnreadableFileError(f"cannot read {path} after line {number}: {exc}") from exc
+
+
 @app.command()
 def replay(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of events (.gz ok).")],
@@ -173,10 +214,14 @@ def replay(
 
     settings = load_settings()
     configure_logging(settings)
-    with running_pipeline(settings) as pipeline:
-        accepted, rejected = asyncio.run(_replay(pipeline.settings, file))
-        if pipeline.self_contained or wait:
-            asyncio.run(_wait_processed(pipeline.settings, timeout))
+    _check_readable(file)
+    try:
+        with running_pipeline(settings) as pipeline:
+            accepted, rejected = asyncio.run(_replay(pipeline.settings, file, file.stat().st_size))
+            if pipeline.self_contained or wait:
+                asyncio.run(_wait_processed(pipeline.settings, timeout_s=timeout))
+    except UnreadableFileError as exc:
+        raise fail(f"{exc}; fix the file and replay it again (replaying is idempotent)") from None
     table = Table(title=f"replay of {file.name}")
     table.add_column("accepted", justify="right")
     table.add_column("rejected", justify="right")
@@ -184,7 +229,7 @@ def replay(
     out.print(table)
 
 
-async def _replay(settings: Settings, path: Path) -> tuple[int, int]:
+async def _replay(settings: Settings, path: Path, total: int) -> tuple[int, int]:
     from streams.kafka import EventPublisher, start_producer
 
     producer = await start_producer(settings)
@@ -193,20 +238,25 @@ async def _replay(settings: Settings, path: Path) -> tuple[int, int]:
     unstored: list[DeadLetter] = []
     source = f"file:{path.name}"
     raw, lines = _open_lines(path)
-    total = path.stat().st_size
     try:
         with _byte_progress() as progress:
             task = progress.add_task(f"publishing {path.name}", total=total)
-            for number, line in enumerate(lines, start=1):
+            for number, line in _numbered_lines(path, lines):
                 stripped = line.strip()
                 if not stripped:
                     continue
                 decoded = decode_message(
-                    None, stripped, MessageOrigin(source, None, number), datetime.now(UTC), settings.max_message_bytes
+                    None,
+                    stripped,
+                    MessageOrigin(source, None, number),
+                    datetime.now(UTC),
+                    settings.max_message_bytes,
                 )
                 for dead_letter in decoded.dead_letters:
                     rejected += 1
-                    logger.warning("line %d rejected (%s): %s", number, dead_letter.reason, dead_letter.detail)
+                    logger.warning(
+                        "line %d rejected (%s): %s", number, dead_letter.reason, dead_letter.detail
+                    )
                     await publisher.publish_dead_letter(dead_letter)
                     unstored.append(dead_letter)
                 if len(unstored) >= DEAD_LETTER_STORE_BATCH:
@@ -263,7 +313,7 @@ def _byte_progress() -> Progress:
     )
 
 
-async def _wait_processed(settings: Settings, timeout: float) -> None:
+async def _wait_processed(settings: Settings, timeout_s: float) -> None:
     from streams.kafka import ConsumerProgress, wait_until_consumed
 
     with Progress(
@@ -279,14 +329,17 @@ async def _wait_processed(settings: Settings, timeout: float) -> None:
 
         def show(state: ConsumerProgress) -> None:
             progress.update(
-                task, completed=state.consumed, total=state.total, stored=f"{state.consumed:,}/{state.total:,}"
+                task,
+                completed=state.consumed,
+                total=state.total,
+                stored=f"{state.consumed:,}/{state.total:,}",
             )
 
         try:
             await wait_until_consumed(
                 settings,
                 (*settings.topics.event_topics, settings.topics.reps),
-                timeout_s=timeout,
+                timeout_s=timeout_s,
                 on_progress=show,
             )
         except TimeoutError as exc:
@@ -301,9 +354,18 @@ def _read_rep_rows(
 ) -> Iterator[tuple[int, dict[str, Any] | None, tuple[DeadLetterReason, str] | None]]:
     """(line number, row, (reason, error) or None) for every record of a CSV or JSON Lines file."""
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM, which would otherwise become part of the
+        # first column's name and make every row fail with "rep_id: Field required".
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             for row in reader:
+                if None in row:
+                    # DictReader files surplus values under the key None; dropping them silently
+                    # would load a shifted row (an unquoted comma in a name moves every column).
+                    surplus = len(row[None])
+                    problem = f"{surplus} more value(s) than the header has columns (an unquoted comma?)"
+                    yield reader.line_num, None, (DeadLetterReason.INVALID, problem)
+                    continue
                 cleaned = {k.strip(): (v.strip() if v is not None else None) for k, v in row.items() if k}
                 yield reader.line_num, {k: v for k, v in cleaned.items() if v not in ("", None)}, None
         return
@@ -336,34 +398,42 @@ def reps_load(
     configure_logging(settings)
     reps: list[Rep] = []
     dead_letters: list[DeadLetter] = []
-    for number, row, error in _read_rep_rows(file):
-        reason, problem = error or (DeadLetterReason.INVALID, "")
-        if row is not None:
-            try:
-                reps.append(Rep.model_validate(row))
-                continue
-            except ValidationError as exc:
-                problem = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
+    rows = _read_rep_rows(file)
+    try:
+        for number, row, error in rows:
+            reason, problem = error or (DeadLetterReason.INVALID, "")
+            if row is not None:
+                try:
+                    reps.append(Rep.model_validate(row))
+                    continue
+                except ValidationError as exc:
+                    problem = "; ".join(
+                        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
+                    )
+            # Escaped: a file name or message holding "[...]" would otherwise be read as rich markup.
+            console.print(f"[yellow]{escape(file.name)}:{number}: rejected: {escape(problem)}[/]")
+            excerpt, truncated = DeadLetter.excerpt(orjson.dumps(row) if row is not None else b"")
+            dead_letters.append(
+                DeadLetter(
+                    reason=reason,
+                    detail=f"invalid rep record: {problem}",
+                    source=f"file:{file.name}",
+                    offset=number,
+                    payload_excerpt=excerpt,
+                    payload_truncated=truncated,
+                    rejected_at=datetime.now(UTC),
                 )
-        console.print(f"[yellow]{file.name}:{number}: rejected: {problem}[/]")
-        excerpt, truncated = DeadLetter.excerpt(orjson.dumps(row) if row is not None else b"")
-        dead_letters.append(
-            DeadLetter(
-                reason=reason,
-                detail=f"invalid rep record: {problem}",
-                source=f"file:{file.name}",
-                offset=number,
-                payload_excerpt=excerpt,
-                payload_truncated=truncated,
-                rejected_at=datetime.now(UTC),
             )
-        )
+    except UnicodeDecodeError as exc:
+        # Only a CSV can get here (JSON Lines are read as bytes); before, a traceback.
+        raise fail(
+            f"{file} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
     with running_pipeline(settings) as pipeline:
         asyncio.run(_publish_reps(pipeline.settings, reps, dead_letters))
         _store_dead_letters(pipeline.settings, dead_letters)
         if pipeline.self_contained or wait:
-            asyncio.run(_wait_processed(pipeline.settings, timeout))
+            asyncio.run(_wait_processed(pipeline.settings, timeout_s=timeout))
     out.print(f"loaded {len(reps)} rep(s); rejected {len(dead_letters)}")
     if dead_letters and not reps:
         raise typer.Exit(1)
@@ -405,7 +475,8 @@ def db_migrate() -> None:
             client.disconnect()
     if applied:
         for migration in applied:
-            out.print(f"applied {migration}")
+            # Not f"{migration}": that printed the dataclass repr (checksum, datetime and all).
+            out.print(f"applied {migration.version:04d} {migration.name}")
     else:
         out.print("schema is up to date")
 

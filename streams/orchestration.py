@@ -66,7 +66,9 @@ def live_settings(runtime: EmbeddedRuntime) -> Settings:
     """Settings for clients in this process, pointing at the live servers."""
     live = runtime.settings_for_children()
     if runtime.started_broker:
-        timings = {key.removeprefix("SALESPULSE_").lower(): float(v) for key, v in EMBEDDED_GROUP_TIMINGS.items()}
+        timings = {
+            key.removeprefix("SALESPULSE_").lower(): float(v) for key, v in EMBEDDED_GROUP_TIMINGS.items()
+        }
         live = live.model_copy(update={"kafka_embedded_compat": True, **timings})
     return live
 
