@@ -44,7 +44,7 @@ async def publish_and_wait(settings: Settings, spec: OrgSpec, events: int) -> tu
         # Warm-up: the worker's start and group join are not part of the measurement.
         await publisher.publish(source.pop(0))
         await publisher.flush()
-        await wait_until_consumed(settings, settings.topics.event_topics, timeout_s=120, poll_s=0.1)
+        await wait_until_consumed(settings, settings.topics.consumed, timeout_s=120, poll_s=0.1)
         began = time.perf_counter()
         await publisher.publish_many(source)
         await publisher.flush()
@@ -52,7 +52,7 @@ async def publish_and_wait(settings: Settings, spec: OrgSpec, events: int) -> tu
         messages = publisher.stats.messages
     finally:
         await producer.stop()
-    await wait_until_consumed(settings, settings.topics.event_topics, timeout_s=1800, poll_s=0.1)
+    await wait_until_consumed(settings, settings.topics.consumed, timeout_s=1800, poll_s=0.1)
     stored = time.perf_counter()
     return published - began, stored - began, messages
 

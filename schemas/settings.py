@@ -25,6 +25,11 @@ class TopicNames:
         return (self.activities, self.deals)
 
     @property
+    def consumed(self) -> tuple[str, ...]:
+        """Every topic a worker reads: events, reps, and dead letters (which it stores)."""
+        return (self.activities, self.deals, self.reps, self.dead_letters)
+
+    @property
     def all(self) -> tuple[str, ...]:
         return (self.activities, self.deals, self.reps, self.alerts, self.dead_letters)
 

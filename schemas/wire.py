@@ -7,8 +7,9 @@ A Kafka message on an event topic is keyed by ``rep_id`` and its value is either
 
 Batches exist for speed: a Faust worker pays about 100 µs per *message* before our code runs, so
 one event per message caps a worker near 10k events/s, while a message carrying a rep's batch
-pays it once for the whole batch (measured figures: the README's Performance section). Validation is still per event:
-a bad event inside a batch becomes its own dead letter and the good events beside it are kept.
+pays it once for the whole batch (measured figures: the README's Performance section). Validation
+is still per event: a bad event inside a batch becomes its own dead letter and the good events
+beside it are kept.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ writes are idempotent anyway). A batch of messages is acknowledged only after
 
 1. its accepted events and aggregate rows are flushed to ClickHouse (retried with backoff for as
    long as ClickHouse is down: consumption pauses, nothing is dropped), and
-2. its dead letters are acknowledged by the broker on the dead-letter topic.
+2. its dead letters are acknowledged by the broker on the dead-letter topic (the worker reads that
+   topic too and stores every dead letter on it, its own and those of other producers).
 
 A worker killed at any point therefore sees the unacknowledged messages again, and the processor's
 per-event deduplication makes the second pass count nothing twice.
@@ -133,8 +134,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         logging_config=None,
     )
     source = app.topic(
-        *topics.event_topics,
-        topics.reps,
+        *topics.consumed,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -153,6 +153,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         clock=clock,
         rep_topic=topics.reps,
         max_message_bytes=settings.max_message_bytes,
+        dead_letter_topic=topics.dead_letters,
     )
 
     async def send_dead_letter(dead_letter: DeadLetter) -> None:

@@ -235,7 +235,6 @@ async def _replay(settings: Settings, path: Path, total: int) -> tuple[int, int]
     producer = await start_producer(settings)
     publisher = EventPublisher(producer, settings)
     accepted = rejected = 0
-    unstored: list[DeadLetter] = []
     source = f"file:{path.name}"
     raw, lines = _open_lines(path)
     try:
@@ -258,47 +257,16 @@ async def _replay(settings: Settings, path: Path, total: int) -> tuple[int, int]
                         "line %d rejected (%s): %s", number, dead_letter.reason, dead_letter.detail
                     )
                     await publisher.publish_dead_letter(dead_letter)
-                    unstored.append(dead_letter)
-                if len(unstored) >= DEAD_LETTER_STORE_BATCH:
-                    await asyncio.to_thread(_store_dead_letters, settings, unstored)
-                    unstored = []
                 accepted += len(decoded.events)
                 await publisher.publish_many(decoded.events)
                 if number % 2000 == 0:
                     progress.update(task, completed=raw.tell())
             await publisher.flush()
-            await asyncio.to_thread(_store_dead_letters, settings, unstored)
             progress.update(task, completed=total)
     finally:
         raw.close()
         await producer.stop()
     return accepted, rejected
-
-
-# Dead letters a command finds are written to ClickHouse this many at a time (bounded memory).
-DEAD_LETTER_STORE_BATCH = 1000
-
-
-def _store_dead_letters(settings: Settings, dead_letters: list[DeadLetter]) -> None:
-    """Keep the dead letters this command rejected in ClickHouse's ``dead_letters`` table.
-
-    The worker stores the dead letters *it* finds, but it does not consume the dead-letter topic,
-    so what a command rejects before publishing (a bad line of a file, a bad rep row) used to reach
-    the topic only; on the embedded broker, which keeps topics in memory, it was lost as soon as
-    the command ended. Idempotent like the worker's writes: a dead letter's identity is its
-    source, line, reason and payload, so loading the same file again replaces its rows.
-    """
-    if not dead_letters:
-        return
-    from sinks.base import SinkBatch
-    from sinks.clickhouse import ClickHouseSink, connect
-
-    sink = ClickHouseSink(connect(settings), settings.clickhouse_database)
-    try:
-        sink.write(SinkBatch(dead_letters=list(dead_letters)))
-        sink.flush()
-    finally:
-        sink.close()
 
 
 def _byte_progress() -> Progress:
@@ -338,7 +306,7 @@ async def _wait_processed(settings: Settings, timeout_s: float) -> None:
         try:
             await wait_until_consumed(
                 settings,
-                (*settings.topics.event_topics, settings.topics.reps),
+                settings.topics.consumed,
                 timeout_s=timeout_s,
                 on_progress=show,
             )
@@ -431,7 +399,6 @@ def reps_load(
         ) from None
     with running_pipeline(settings) as pipeline:
         asyncio.run(_publish_reps(pipeline.settings, reps, dead_letters))
-        _store_dead_letters(pipeline.settings, dead_letters)
         if pipeline.self_contained or wait:
             asyncio.run(_wait_processed(pipeline.settings, timeout_s=timeout))
     out.print(f"loaded {len(reps)} rep(s); rejected {len(dead_letters)}")

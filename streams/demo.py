@@ -241,9 +241,8 @@ async def _stream_with_display(
                     break
             await asyncio.sleep(0.02)
         await publisher.flush()
-        await wait_until_consumed(settings, settings.topics.event_topics, timeout_s=60)
+        await wait_until_consumed(settings, settings.topics.consumed, timeout_s=60)
         snapshot = await asyncio.to_thread(read_snapshot, settings, as_of)
         progress.update(stored_task, completed=snapshot.stored_events)
         live.update(view())
     return snapshot
-

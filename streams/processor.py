@@ -61,6 +61,7 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     reps_touched: set[str] = field(default_factory=set)
+    unreadable_dead_letters: int = 0
 
 
 class BatchProcessor:
@@ -72,11 +73,13 @@ class BatchProcessor:
         clock: Callable[[], datetime],
         rep_topic: str,
         max_message_bytes: int,
+        dead_letter_topic: str | None = None,
     ) -> None:
         self._history = history
         self._late_grace = late_grace
         self._clock = clock
         self._rep_topic = rep_topic
+        self._dead_letter_topic = dead_letter_topic
         self._max_message_bytes = max_message_bytes
         self._states: dict[StateKey, RepActivityState] = {}
 
@@ -98,6 +101,9 @@ class BatchProcessor:
         for message in messages:
             if message.origin.source == self._rep_topic:
                 self._decode_rep(message, now, outcome)
+                continue
+            if message.origin.source == self._dead_letter_topic:
+                self._store_dead_letter(message, outcome)
                 continue
             decoded = decode_message(message.key, message.value, message.origin, now, self._max_message_bytes)
             outcome.dead_letters.extend(decoded.dead_letters)
@@ -124,7 +130,8 @@ class BatchProcessor:
                 for (day, event_type), count in sorted(applied.changed.items())
             )
         self._classify_too_late(too_late, now, outcome)
-        outcome.sink_batch.dead_letters.extend(outcome.dead_letters)
+        # The dead letters found here are not stored directly: they are published to the
+        # dead-letter topic, and stored when read back from it, like those of every other producer.
         return outcome
 
     def _load_unseen_reps(self, events_by_rep: dict[StateKey, list[tuple[Event, MessageOrigin]]]) -> None:
@@ -178,6 +185,22 @@ class BatchProcessor:
                     rejected_at=now,
                 )
             )
+
+    def _store_dead_letter(self, message: RawMessage, outcome: BatchOutcome) -> None:
+        try:
+            dead_letter = DeadLetter.model_validate_json(message.value or b"")
+        except ValueError as exc:
+            # A dead letter of a dead letter would loop; this is logged and counted instead.
+            outcome.unreadable_dead_letters += 1
+            logger.error(
+                "unreadable record on the dead-letter topic at %s/%s offset %s, skipped: %s",
+                message.origin.source,
+                message.origin.partition,
+                message.origin.offset,
+                exc,
+            )
+            return
+        outcome.sink_batch.dead_letters.append(dead_letter)
 
     def _decode_rep(self, message: RawMessage, now: datetime, outcome: BatchOutcome) -> None:
         decoded = decode_rep_message(message.value, message.origin, now)

@@ -218,7 +218,7 @@ def test_events_duplicates_and_malformed_input_give_exact_counts(
     worker = start_worker(runtime, settings, "worker-exact")
     try:
         asyncio.run(publish(settings, events, raw))
-        asyncio.run(wait_until_consumed(settings, settings.topics.event_topics, timeout_s=90))
+        asyncio.run(wait_until_consumed(settings, settings.topics.consumed, timeout_s=90))
     finally:
         worker.stop()
 
@@ -250,7 +250,7 @@ def test_worker_kill_and_a_second_pass_over_everything_count_nothing_twice(
     second = start_worker(runtime, settings, "worker-restarted")
     try:
         asyncio.run(publish(settings, events[len(events) // 2 :], []))
-        asyncio.run(wait_until_consumed(settings, settings.topics.event_topics, timeout_s=120))
+        asyncio.run(wait_until_consumed(settings, settings.topics.consumed, timeout_s=120))
     finally:
         second.stop()
     assert rows(settings, "SELECT reason, count() FROM {db}.dead_letters GROUP BY reason") == []
@@ -262,7 +262,7 @@ def test_worker_kill_and_a_second_pass_over_everything_count_nothing_twice(
     again = settings.model_copy(update={"consumer_group": settings.consumer_group + "-again"})
     third = start_worker(runtime, again, "worker-again")
     try:
-        asyncio.run(wait_until_consumed(again, again.topics.event_topics, timeout_s=120))
+        asyncio.run(wait_until_consumed(again, again.topics.consumed, timeout_s=120))
     finally:
         third.stop()
     assert scalar(settings, "SELECT count() FROM {db}.events FINAL") == len(events)
@@ -297,7 +297,7 @@ def test_reps_are_stored_and_bad_rep_records_dead_lettered(
     worker = start_worker(runtime, settings, "worker-reps")
     try:
         asyncio.run(go())
-        asyncio.run(wait_until_consumed(settings, [settings.topics.reps], timeout_s=60))
+        asyncio.run(wait_until_consumed(settings, settings.topics.consumed, timeout_s=60))
     finally:
         worker.stop()
     assert scalar(settings, "SELECT count() FROM {db}.reps FINAL") == 3

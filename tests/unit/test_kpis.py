@@ -36,7 +36,12 @@ REPS = {
 
 def created(n: int, deal: str, hours: int, rep: str = "r1", **kw: Any) -> DealCreatedEvent:
     return DealCreatedEvent(
-        event_id=f"e{n}", type="deal_created", rep_id=rep, deal_id=deal, occurred_at=T0 + timedelta(hours=hours), **kw
+        event_id=f"e{n}",
+        type="deal_created",
+        rep_id=rep,
+        deal_id=deal,
+        occurred_at=T0 + timedelta(hours=hours),
+        **kw,
     )
 
 
@@ -94,14 +99,25 @@ def build_deal_events(specs: list[tuple[int, str, str, int, str, int, str]]) -> 
 
 def deal_summary(book: DealBook) -> dict[str, tuple[Any, ...]]:
     return {
-        d.deal_id: (d.rep_id, d.opened_at, d.status, d.stage, d.closed_at, d.amount, d.advanced_at, d.cycle_days)
+        d.deal_id: (
+            d.rep_id,
+            d.opened_at,
+            d.status,
+            d.stage,
+            d.closed_at,
+            d.amount,
+            d.advanced_at,
+            d.cycle_days,
+        )
         for d in book.deals.values()
     }
 
 
 @settings(max_examples=300, deadline=None)
 @given(deal_event_specs, st.randoms(use_true_random=False), st.integers(1, 8))
-def test_deal_state_does_not_depend_on_order_batching_or_redelivery(specs, rnd: random.Random, batch: int) -> None:
+def test_deal_state_does_not_depend_on_order_batching_or_redelivery(
+    specs, rnd: random.Random, batch: int
+) -> None:
     events = build_deal_events(specs)
     in_order = DealBook(RANKS)
     in_order.apply(sorted(events, key=lambda e: (e.occurred_at, e.event_id)))
@@ -190,7 +206,11 @@ def brute_force_totals(
         lost_here = [d for d in mine if d["status"] == "lost" and window.start <= d["closed"] < window.end]
         last = window.end - timedelta(microseconds=1)
         open_here = [d for d in mine if d["opened"] <= last and (d["closed"] is None or d["closed"] > last)]
-        calls = sum(r.count for r in daily if r.rep_id == rep and r.counter == "call" and window.since <= r.day <= window.until)
+        calls = sum(
+            r.count
+            for r in daily
+            if r.rep_id == rep and r.counter == "call" and window.since <= r.day <= window.until
+        )
         out[rep] = {
             "deals_won": len(won_here),
             "deals_lost": len(lost_here),
@@ -203,10 +223,14 @@ def brute_force_totals(
 
 
 daily_specs = st.lists(
-    st.tuples(st.sampled_from(["r1", "r2", "r3", "r9"]), st.integers(0, 60), st.sampled_from(["call", "email"]),
-              st.integers(1, 30)),
+    st.tuples(
+        st.sampled_from(["r1", "r2", "r3", "r9"]),
+        st.integers(0, 60),
+        st.sampled_from(["call", "email"]),
+        st.integers(1, 30),
+    ),
     max_size=40,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -258,7 +282,13 @@ def test_derived_ratios_are_computed_after_summing_not_averaged() -> None:
 
 def test_ratios_without_a_denominator_are_none_not_zero() -> None:
     row = KpiTotals().as_row()
-    for key in ("win_rate", "avg_deal_size", "avg_cycle_days", "quota_attainment", "call_to_meeting_scheduled"):
+    for key in (
+        "win_rate",
+        "avg_deal_size",
+        "avg_cycle_days",
+        "quota_attainment",
+        "call_to_meeting_scheduled",
+    ):
         assert row[key] is None
 
 

@@ -89,3 +89,29 @@ def test_state_rebuilt_from_history_after_forget_counts_nothing_twice() -> None:
     again = step.process(batch)
     assert first.accepted == 20 and again.accepted == 0 and again.duplicates == 20
     assert sum(row.events for row in sink.stored_daily_activity().values()) == 20
+
+
+def test_dead_letters_are_stored_from_the_dead_letter_topic_and_never_looped() -> None:
+    step = BatchProcessor(
+        history=InMemoryHistory(InMemorySink()),
+        late_grace=timedelta(days=35),
+        clock=lambda: NOW,
+        rep_topic=REPS,
+        max_message_bytes=1_000_000,
+        dead_letter_topic="dlq",
+    )
+    found = step.process([RawMessage(b"r1", b"{not json", MessageOrigin(ACTIVITIES, 0, 3))])
+    # What the worker finds is published (by the caller), not stored directly...
+    assert [d.reason for d in found.dead_letters] == [DeadLetterReason.NOT_JSON]
+    assert found.sink_batch.dead_letters == []
+    # ...and stored when read back from the topic, like a dead letter of any other producer.
+    letter = found.dead_letters[0]
+    stored = step.process(
+        [
+            RawMessage(b"r1", letter.model_dump_json().encode(), MessageOrigin("dlq", 0, 0)),
+            RawMessage(b"r1", b"garbage", MessageOrigin("dlq", 0, 1)),
+        ]
+    )
+    assert stored.sink_batch.dead_letters == [letter]
+    assert stored.dead_letters == []  # an unreadable dead letter is counted, not dead-lettered again
+    assert stored.unreadable_dead_letters == 1

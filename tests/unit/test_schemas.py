@@ -549,7 +549,7 @@ def test_amount_limit_matches_clickhouse_decimal_18_2() -> None:
 )
 def test_occurred_at_must_be_an_rfc3339_timestamp_not_a_number(value: object) -> None:
     raw = {"event_id": "e1", "type": "call", "rep_id": "r1", "occurred_at": value}
-    with pytest.raises(ValidationError, match="RFC 3339|timezone"):
+    with pytest.raises(ValidationError, match=r"RFC 3339|timezone"):
         SALES_EVENT_ADAPTER.validate_python(raw)
 
 
