@@ -76,6 +76,7 @@ class RepHistoryEntry:
     event_id: str
     type: str
     occurred_at: datetime
+    outcome: str | None = None  # a call's outcome (it feeds the connected-calls counter)
 
 
 class EventHistory(Protocol):

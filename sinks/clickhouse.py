@@ -314,16 +314,19 @@ class ClickHouseHistory:
         # Stored times are whole milliseconds: ``>= since`` is ``>= since rounded up to one``.
         since_ms = -((_EPOCH - since) // _MILLISECOND)
         rows = self._client.execute(
-            f"SELECT rep_id, event_id, type, occurred_at FROM {self._database}.events FINAL "
+            "SELECT rep_id, event_id, type, occurred_at, "
+            "if(type = 'call', JSONExtractString(payload, 'outcome'), '') "
+            f"FROM {self._database}.events FINAL "
             "WHERE rep_id IN (SELECT rep_id FROM wanted_reps) "
             "AND occurred_at >= fromUnixTimestamp64Milli(toInt64(%(since_ms)s), 'UTC') "
             "ORDER BY rep_id, occurred_at, event_id",
             {"since_ms": since_ms},
             external_tables=[_id_table("wanted_reps", "rep_id", history)],
         )
-        for rep_id, event_id, event_type, occurred_at in rows:
+        for rep_id, event_id, event_type, occurred_at, outcome in rows:
             # The driver returns pytz UTC; normalise to the stdlib UTC used everywhere else.
-            history[rep_id].append(RepHistoryEntry(event_id, event_type, occurred_at.replace(tzinfo=UTC)))
+            entry = RepHistoryEntry(event_id, event_type, occurred_at.replace(tzinfo=UTC), outcome or None)
+            history[rep_id].append(entry)
         return history
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:

@@ -140,7 +140,10 @@ class InMemoryHistory:
         history: dict[str, list[RepHistoryEntry]] = {rep_id: [] for rep_id in rep_ids}
         for event in self._events().values():
             if event.rep_id in history and event.occurred_at >= since:
-                history[event.rep_id].append(RepHistoryEntry(event.event_id, event.type, event.occurred_at))
+                outcome = getattr(event, "outcome", None)
+                history[event.rep_id].append(
+                    RepHistoryEntry(event.event_id, event.type, event.occurred_at, outcome and str(outcome))
+                )
         for entries in history.values():
             entries.sort(key=lambda entry: (entry.occurred_at, entry.event_id))
         return history

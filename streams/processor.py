@@ -147,7 +147,7 @@ class BatchProcessor:
         for rep_id, kind in unseen:
             types = _TYPES_OF_KIND[kind]
             past = (
-                HistoricEvent(entry.event_id, entry.type, entry.occurred_at)
+                HistoricEvent(entry.event_id, entry.type, entry.occurred_at, entry.outcome)
                 for entry in history.get(rep_id, [])
                 if entry.type in types
             )

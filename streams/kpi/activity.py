@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
+from schemas.events import CallEvent
 from schemas.wire import Event
 
 
@@ -38,6 +39,23 @@ def start_of_day(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+# Counters beyond the event type itself, derived from an event's fields.
+CALL_CONNECTED = "call_connected"
+
+
+def counters_of(event_type: str, outcome: str | None) -> tuple[str, ...]:
+    """The daily counters one event adds to: its type, plus derived ones (a connected call)."""
+    if event_type == "call" and outcome == "connected":
+        return (event_type, CALL_CONNECTED)
+    return (event_type,)
+
+
+def event_counters(event: Event) -> tuple[str, ...]:
+    if isinstance(event, CallEvent):
+        return counters_of(event.type, event.outcome)
+    return (event.type,)
+
+
 @dataclass(frozen=True, slots=True)
 class HistoricEvent:
     """What the state needs of an already stored event to rebuild itself."""
@@ -45,6 +63,7 @@ class HistoricEvent:
     event_id: str
     type: str
     occurred_at: datetime
+    outcome: str | None = None
 
 
 @dataclass(slots=True)
@@ -77,7 +96,8 @@ class RepActivityState:
                 continue
             state.seen[fingerprint] = day
             per_type = state.daily_counts.setdefault(day, {})
-            per_type[past.type] = per_type.get(past.type, 0) + 1
+            for counter in counters_of(past.type, past.outcome):
+                per_type[counter] = per_type.get(counter, 0) + 1
         return state
 
     def count(self, day: date, event_type: str) -> int:
@@ -132,9 +152,10 @@ def apply_events(state: RepActivityState, events: Iterable[Event], late_grace: t
             continue
         state.seen[fingerprint] = day
         per_type = state.daily_counts.setdefault(day, {})
-        per_type[event.type] = per_type.get(event.type, 0) + 1
+        for counter in event_counters(event):
+            per_type[counter] = per_type.get(counter, 0) + 1
+            result.changed[(day, counter)] = per_type[counter]
         result.accepted.append(event)
-        result.changed[(day, event.type)] = per_type[event.type]
     if state.newest_event_at is not None:
         _drop_days_before(state, horizon_for(state.newest_event_at, late_grace))
     return result

@@ -106,8 +106,15 @@ async def publish(settings: Settings, events: list[Event], raw: list[tuple[str, 
 
 
 def expected_daily(events: list[Event]) -> Counter[tuple[str, str, str]]:
+    """Distinct events per rep, UTC day and type, plus connected calls as their own counter."""
     distinct = {e.event_id: e for e in events}
-    return Counter((e.rep_id, e.occurred_at.date().isoformat(), e.type) for e in distinct.values())
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for e in distinct.values():
+        day = e.occurred_at.date().isoformat()
+        counts[(e.rep_id, day, e.type)] += 1
+        if isinstance(e, CallEvent) and e.outcome == "connected":
+            counts[(e.rep_id, day, "call_connected")] += 1
+    return counts
 
 
 def stored_daily(settings: Settings) -> Counter[tuple[str, str, str]]:

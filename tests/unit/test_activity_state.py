@@ -114,7 +114,7 @@ def test_rebuild_from_history_continues_exactly(raw, split) -> None:
     stored = apply_events(continuous, first, GRACE).accepted
     apply_events(continuous, second, GRACE)
 
-    history = [HistoricEvent(e.event_id, e.type, e.occurred_at) for e in stored]
+    history = [HistoricEvent(e.event_id, e.type, e.occurred_at, getattr(e, "outcome", None)) for e in stored]
     horizon = date(2000, 1, 1)
     rebuilt = RepActivityState.rebuild("r1", horizon, history)
     apply_events(rebuilt, second, GRACE)
@@ -176,3 +176,16 @@ def test_changed_counts_include_days_already_dropped_from_memory() -> None:
     result = apply_events(state, backfill, GRACE)
     # Every day's count is reported for writing, including the days no longer kept in memory.
     assert result.changed == {(utc_day(e.occurred_at), "call"): 1 for e in backfill}
+
+
+def test_connected_calls_are_their_own_counter_also_after_a_rebuild() -> None:
+    calls = [
+        CallEvent(event_id=f"c{i}", rep_id="r1", type="call", occurred_at=T0, outcome=outcome)
+        for i, outcome in enumerate(["connected", "voicemail", "connected", None])
+    ]
+    state = RepActivityState("r1", horizon_start=date(2000, 1, 1))
+    result = apply_events(state, calls, GRACE)
+    assert result.changed == {(T0.date(), "call"): 4, (T0.date(), "call_connected"): 2}
+    history = [HistoricEvent(c.event_id, c.type, c.occurred_at, c.outcome) for c in calls]
+    rebuilt = RepActivityState.rebuild("r1", date(2000, 1, 1), history)
+    assert rebuilt.daily_counts == state.daily_counts == {T0.date(): {"call": 4, "call_connected": 2}}
