@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     batch_linger_ms: Annotated[int, Field(ge=0, le=60_000)] = Field(
         default=50, description="Longest a publisher holds an event to fill a batch."
     )
+    deal_stages: tuple[str, ...] = Field(
+        default=("qualification", "discovery", "proposal", "negotiation"),
+        description=(
+            "Open deal stages in funnel order (JSON list); moving to a later one is a stage "
+            "advancement. Matched case-insensitively; other stages are allowed but unranked."
+        ),
+    )
     late_grace_days: Annotated[int, Field(ge=1, le=3650)] = Field(
         default=35,
         description=(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Protocol
 
 from schemas.deadletter import DeadLetter
@@ -41,21 +42,49 @@ class DailyActivityRow:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class DealRow:
+    """One deal's whole current state (absolute: the newest ``updated_at`` wins)."""
+
+    deal_id: str
+    rep_id: str
+    status: str
+    stage: str | None
+    opened_at: datetime
+    closed_at: datetime | None
+    amount: Decimal | None
+    amount_missing: bool
+    account_id: str | None
+    product: str | None
+    cycle_days: float | None
+    stage_advancements: int
+    last_event_at: datetime
+    updated_at: datetime
+
+
 @dataclass(slots=True)
 class SinkBatch:
     events: list[IngestedEvent] = field(default_factory=list)
     daily_activity: list[DailyActivityRow] = field(default_factory=list)
     reps: list[tuple[Rep, datetime]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    deals: list[DealRow] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.daily_activity) + len(self.reps) + len(self.dead_letters)
+        return (
+            len(self.events)
+            + len(self.daily_activity)
+            + len(self.reps)
+            + len(self.dead_letters)
+            + len(self.deals)
+        )
 
     def extend(self, other: SinkBatch) -> None:
         self.events.extend(other.events)
         self.daily_activity.extend(other.daily_activity)
         self.reps.extend(other.reps)
         self.dead_letters.extend(other.dead_letters)
+        self.deals.extend(other.deals)
 
 
 class Sink(Protocol):
@@ -86,3 +115,13 @@ class EventHistory(Protocol):
     def rep_history(self, rep_ids: list[str], since: datetime) -> dict[str, list[RepHistoryEntry]]: ...
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]: ...
+
+    def rep_deal_events(self, rep_ids: list[str], closed_since: datetime) -> dict[str, list[Event]]:
+        """Every stored event of the deals of ``rep_ids`` that are open, or closed at or after
+        ``closed_since`` (older closed deals can no longer change: their late events are too late).
+        Every requested rep is a key."""
+        ...
+
+    def deal_events(self, deal_ids: list[str]) -> list[Event]:
+        """Every stored event of the given deals (for a deal a worker does not hold in memory)."""
+        ...

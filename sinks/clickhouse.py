@@ -17,10 +17,11 @@ from clickhouse_driver import Client
 from clickhouse_driver.errors import ErrorCodes, NetworkError, ServerException, SocketTimeoutError
 
 from schemas.deadletter import DeadLetter
+from schemas.events import DEAL_TYPES, SALES_EVENT_ADAPTER
 from schemas.reps import Rep
 from schemas.settings import Settings
-from schemas.wire import event_to_json
-from sinks.base import DailyActivityRow, IngestedEvent, RepHistoryEntry, SinkBatch
+from schemas.wire import Event, event_to_json
+from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch
 from sinks.errors import ClickHouseUnreachableError, SinkError
 from sinks.migrate import validate_database_name
 
@@ -71,6 +72,22 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "updated_at",
     ),
     "rep_daily_activity": ("rep_id", "day", "type", "events", "updated_at"),
+    "deals": (
+        "deal_id",
+        "rep_id",
+        "status",
+        "stage",
+        "opened_at",
+        "closed_at",
+        "amount",
+        "amount_missing",
+        "account_id",
+        "product",
+        "cycle_days",
+        "stage_advancements",
+        "last_event_at",
+        "updated_at",
+    ),
 }
 
 # Raw events go last. The worker rebuilds a rep's state from the stored events, and a redelivered
@@ -78,7 +95,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 # event must imply that everything derived from it is stored too: if a worker dies between two
 # inserts, the events of the unfinished flush are not stored yet and their redelivery writes the
 # (absolute, idempotent) aggregate rows again.
-FLUSH_ORDER: tuple[str, ...] = ("rep_daily_activity", "reps", "dead_letters", "events")
+FLUSH_ORDER: tuple[str, ...] = ("rep_daily_activity", "deals", "reps", "dead_letters", "events")
 if set(FLUSH_ORDER) != set(TABLE_COLUMNS):  # a new table must be given its place in the order
     raise RuntimeError("FLUSH_ORDER and TABLE_COLUMNS name different tables")
 
@@ -168,6 +185,25 @@ def rep_row(rep: Rep, updated_at: datetime) -> Row:
     )
 
 
+def deal_row(row: DealRow) -> Row:
+    return (
+        row.deal_id,
+        row.rep_id,
+        row.status,
+        row.stage,
+        epoch_millis(row.opened_at),
+        None if row.closed_at is None else epoch_millis(row.closed_at),
+        row.amount,
+        int(row.amount_missing),
+        row.account_id,
+        row.product,
+        row.cycle_days,
+        row.stage_advancements,
+        epoch_millis(row.last_event_at),
+        epoch_micros(row.updated_at),
+    )
+
+
 def daily_activity_row(row: DailyActivityRow) -> Row:
     return (row.rep_id, row.day, row.type, row.events, epoch_micros(row.updated_at))
 
@@ -253,6 +289,7 @@ class ClickHouseSink:
         self._pending["dead_letters"].extend(map(dead_letter_row, batch.dead_letters))
         self._pending["reps"].extend(rep_row(rep, updated_at) for rep, updated_at in batch.reps)
         self._pending["rep_daily_activity"].extend(map(daily_activity_row, batch.daily_activity))
+        self._pending["deals"].extend(map(deal_row, batch.deals))
 
     def flush(self) -> None:
         if self._closed:
@@ -328,6 +365,43 @@ class ClickHouseHistory:
             entry = RepHistoryEntry(event_id, event_type, occurred_at.replace(tzinfo=UTC), outcome or None)
             history[rep_id].append(entry)
         return history
+
+    def rep_deal_events(self, rep_ids: list[str], closed_since: datetime) -> dict[str, list[Event]]:
+        """See ``sinks.base.EventHistory.rep_deal_events``: the deals table names the deals that
+        can still change, and their events come from ``events``."""
+        found: dict[str, list[Event]] = {rep_id: [] for rep_id in rep_ids}
+        if not found:
+            return found
+        rows = self._client.execute(
+            f"SELECT d.rep_id, e.payload FROM {self._database}.events AS e FINAL "
+            "INNER JOIN ("
+            f"  SELECT deal_id, rep_id FROM {self._database}.deals FINAL "
+            "   WHERE rep_id IN (SELECT rep_id FROM wanted_reps) "
+            "   AND (closed_at IS NULL "
+            "        OR closed_at >= fromUnixTimestamp64Milli(toInt64(%(since_ms)s), 'UTC'))"
+            ") AS d ON e.deal_id = d.deal_id "
+            "WHERE e.type IN %(deal_types)s "
+            "ORDER BY e.occurred_at, e.event_id",
+            {"deal_types": list(DEAL_TYPES), "since_ms": epoch_millis(closed_since)},
+            external_tables=[_id_table("wanted_reps", "rep_id", found)],
+        )
+        # A deal belongs to the rep its latest event names (the deals table's rep_id), and all of
+        # its events, including those a former owner sent, go to that rep's state.
+        for rep_id, payload in rows:
+            found[rep_id].append(SALES_EVENT_ADAPTER.validate_json(payload))
+        return found
+
+    def deal_events(self, deal_ids: list[str]) -> list[Event]:
+        if not deal_ids:
+            return []
+        rows = self._client.execute(
+            f"SELECT payload FROM {self._database}.events FINAL "
+            "WHERE type IN %(deal_types)s AND deal_id IN (SELECT deal_id FROM wanted_deals) "
+            "ORDER BY occurred_at, event_id",
+            {"deal_types": list(DEAL_TYPES)},
+            external_tables=[_id_table("wanted_deals", "deal_id", deal_ids)],
+        )
+        return [SALES_EVENT_ADAPTER.validate_json(payload) for (payload,) in rows]
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         """Which of ``event_ids`` are already stored. No FINAL: a duplicate row cannot change

@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 from schemas.deadletter import DeadLetter
+from schemas.events import DEAL_TYPES
 from schemas.reps import Rep
 from schemas.wire import Event
-from sinks.base import DailyActivityRow, IngestedEvent, RepHistoryEntry, SinkBatch
+from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch
 from sinks.errors import SinkError
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,14 @@ class InMemorySink:
                     stored[key] = row
         return stored
 
+    def stored_deals(self) -> dict[str, DealRow]:
+        stored: dict[str, DealRow] = {}
+        for batch in self.flushed:
+            for row in batch.deals:
+                if row.deal_id not in stored or row.updated_at >= stored[row.deal_id].updated_at:
+                    stored[row.deal_id] = row
+        return stored
+
     def stored_reps(self) -> dict[str, Rep]:
         stored: dict[str, tuple[Rep, datetime]] = {}
         for batch in self.flushed:
@@ -147,6 +156,31 @@ class InMemoryHistory:
         for entries in history.values():
             entries.sort(key=lambda entry: (entry.occurred_at, entry.event_id))
         return history
+
+    def rep_deal_events(self, rep_ids: list[str], closed_since: datetime) -> dict[str, list[Event]]:
+        wanted = set(rep_ids)
+        deals = self._sink.stored_deals() if self._sink is not None else {}
+        live = {
+            deal_id: row.rep_id
+            for deal_id, row in deals.items()
+            if row.rep_id in wanted and (row.closed_at is None or row.closed_at >= closed_since)
+        }
+        found: dict[str, list[Event]] = {rep_id: [] for rep_id in rep_ids}
+        events = sorted(self._events().values(), key=lambda e: (e.occurred_at, e.event_id))
+        for event in events:
+            deal_id = getattr(event, "deal_id", None)
+            if event.type in DEAL_TYPES and deal_id in live:
+                found[live[deal_id]].append(event)
+        return found
+
+    def deal_events(self, deal_ids: list[str]) -> list[Event]:
+        wanted = set(deal_ids)
+        found = [
+            e
+            for e in self._events().values()
+            if e.type in DEAL_TYPES and getattr(e, "deal_id", None) in wanted
+        ]
+        return sorted(found, key=lambda e: (e.occurred_at, e.event_id))
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         return set(event_ids) & self._events().keys()

@@ -154,6 +154,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         rep_topic=topics.reps,
         max_message_bytes=settings.max_message_bytes,
         dead_letter_topic=topics.dead_letters,
+        deal_stages=settings.deal_stages,
     )
 
     async def send_dead_letter(dead_letter: DeadLetter) -> None:

@@ -24,9 +24,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from schemas.deadletter import DeadLetter, DeadLetterReason
-from schemas.events import ACTIVITY_TYPES, DEAL_TYPES, EventKind
+from schemas.events import (
+    ACTIVITY_TYPES,
+    DEAL_TYPES,
+    DealCreatedEvent,
+    DealLostEvent,
+    DealStageChangedEvent,
+    DealWonEvent,
+    EventKind,
+)
 from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message
-from sinks.base import DailyActivityRow, EventHistory, IngestedEvent, SinkBatch
+from sinks.base import DailyActivityRow, DealRow, EventHistory, IngestedEvent, SinkBatch
 from streams.kpi.activity import (
     HistoricEvent,
     RepActivityState,
@@ -34,8 +42,33 @@ from streams.kpi.activity import (
     start_of_day,
     utc_day,
 )
+from streams.kpi.deals import Deal, DealBook, stage_ranks
 
 logger = logging.getLogger(__name__)
+
+DEAL_EVENT_TYPES = (DealCreatedEvent, DealStageChangedEvent, DealWonEvent, DealLostEvent)
+
+
+def deal_row(deal: Deal, now: datetime) -> DealRow:
+    if deal.opened_at is None or deal.updated_at is None:
+        raise ValueError(f"deal {deal.deal_id} has no events")
+    return DealRow(
+        deal_id=deal.deal_id,
+        rep_id=deal.rep_id,
+        status=deal.status.value,
+        stage=deal.stage,
+        opened_at=deal.opened_at,
+        closed_at=deal.closed_at,
+        amount=deal.amount,
+        amount_missing=deal.amount_missing,
+        account_id=deal.account_id,
+        product=deal.product,
+        cycle_days=deal.cycle_days,
+        stage_advancements=len(deal.advanced_at),
+        last_event_at=deal.updated_at,
+        updated_at=now,
+    )
+
 
 # A rep's state is kept per stream: lateness is only meaningful within one ordered stream.
 StateKey = tuple[str, EventKind]
@@ -74,6 +107,7 @@ class BatchProcessor:
         rep_topic: str,
         max_message_bytes: int,
         dead_letter_topic: str | None = None,
+        deal_stages: Sequence[str] = (),
     ) -> None:
         self._history = history
         self._late_grace = late_grace
@@ -82,6 +116,8 @@ class BatchProcessor:
         self._dead_letter_topic = dead_letter_topic
         self._max_message_bytes = max_message_bytes
         self._states: dict[StateKey, RepActivityState] = {}
+        self._stage_rank = stage_ranks(deal_stages)
+        self._deal_books: dict[str, DealBook] = {}
 
     @property
     def cached_reps(self) -> int:
@@ -93,6 +129,10 @@ class BatchProcessor:
     def forget_all(self) -> None:
         """Drop every cached rep state (after a rebalance another worker may have moved them on)."""
         self._states.clear()
+        self._deal_books.clear()
+
+    def deals_of(self, rep_id: str) -> DealBook | None:
+        return self._deal_books.get(rep_id)
 
     def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         now = self._clock()
@@ -129,6 +169,8 @@ class BatchProcessor:
                 DailyActivityRow(rep_id, day, event_type, count, now)
                 for (day, event_type), count in sorted(applied.changed.items())
             )
+            if key[1] is EventKind.DEAL and applied.accepted:
+                self._update_deals(rep_id, applied.accepted, state, now, outcome)
         self._classify_too_late(too_late, now, outcome)
         # The dead letters found here are not stored directly: they are published to the
         # dead-letter topic, and stored when read back from it, like those of every other producer.
@@ -152,7 +194,35 @@ class BatchProcessor:
                 if entry.type in types
             )
             self._states[(rep_id, kind)] = RepActivityState.rebuild(rep_id, horizon_start, past)
+        deal_reps = sorted(rep_id for rep_id, kind in unseen if kind is EventKind.DEAL)
+        if deal_reps:
+            stored = self._history.rep_deal_events(deal_reps, start_of_day(horizon_start))
+            for rep_id in deal_reps:
+                book = self._deal_books[rep_id] = DealBook(self._stage_rank)
+                book.apply(e for e in stored[rep_id] if isinstance(e, DEAL_EVENT_TYPES))
         logger.debug("rebuilt state of %d rep streams from stored history", len(unseen))
+
+    def _update_deals(
+        self,
+        rep_id: str,
+        accepted: list[Event],
+        state: RepActivityState,
+        now: datetime,
+        outcome: BatchOutcome,
+    ) -> None:
+        book = self._deal_books[rep_id]
+        deal_events = [e for e in accepted if isinstance(e, DEAL_EVENT_TYPES)]
+        # A deal this rep's state does not hold (closed long ago and forgotten, or moved here
+        # from another rep) is loaded with all its stored events before the new ones apply.
+        missing = sorted({e.deal_id for e in deal_events} - book.deals.keys())
+        if missing:
+            book.apply(e for e in self._history.deal_events(missing) if isinstance(e, DEAL_EVENT_TYPES))
+        changed = book.apply(deal_events)
+        outcome.sink_batch.deals.extend(deal_row(book.deals[deal_id], now) for deal_id in sorted(changed))
+        # A deal closed further back than the grace can no longer change (its late events are
+        # too late): it leaves memory, as it would not be reloaded after a restart either.
+        if state.newest_event_at is not None:
+            book.forget_closed_before(state.newest_event_at - self._late_grace)
 
     def _classify_too_late(
         self, too_late: list[tuple[Event, MessageOrigin]], now: datetime, outcome: BatchOutcome

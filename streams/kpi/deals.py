@@ -146,3 +146,10 @@ class DealBook:
         for deal_id in changed:
             self.deals[deal_id].refresh(self.stage_rank)
         return changed
+
+    def forget_closed_before(self, moment: datetime) -> None:
+        """Drop deals closed before ``moment``: nothing can change them any more."""
+        for deal_id in [
+            d.deal_id for d in self.deals.values() if d.closed_at is not None and d.closed_at < moment
+        ]:
+            del self.deals[deal_id]

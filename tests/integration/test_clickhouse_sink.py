@@ -38,7 +38,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 INGESTED_AT = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
 ORIGIN = MessageOrigin("salespulse.activities", 3, 1200)
 HOSTILE = "'; DROP TABLE x; --"
-TABLES = ["dead_letters", "events", "rep_daily_activity", "reps", "schema_migrations"]
+TABLES = ["dead_letters", "deals", "events", "rep_daily_activity", "reps", "schema_migrations"]
 
 
 @pytest.fixture
@@ -115,6 +115,7 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (2, "rep_daily_activity"),
         (3, "reps"),
         (4, "dead_letters"),
+        (5, "deals"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -137,13 +138,14 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (2, "rep_daily_activity"),
         (3, "reps"),
         (4, "dead_letters"),
+        (5, "deals"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
     assert sorted(t for (t,) in clickhouse_client.execute(f"SHOW TABLES FROM {database}")) == TABLES
     assert clickhouse_client.execute(
         f"SELECT version, name FROM {database}.schema_migrations FINAL ORDER BY version"
-    ) == [(1, "events"), (2, "rep_daily_activity"), (3, "reps"), (4, "dead_letters")]
+    ) == [(1, "events"), (2, "rep_daily_activity"), (3, "reps"), (4, "dead_letters"), (5, "deals")]
 
 
 @integration
@@ -156,9 +158,10 @@ def test_a_new_migration_applies_alone_and_may_hold_several_statements(
         "-- a second statement; the splitter must not cut here\n"
         "ALTER TABLE {database}.notes ADD COLUMN IF NOT EXISTS tag String DEFAULT 'a;b';\n"
     )
-    extra = Migration(5, "notes", sql, checksum(sql))
+    next_version = len(load_migrations()) + 1
+    extra = Migration(next_version, "notes", sql, checksum(sql))
     applied = apply_migrations(clickhouse_client, database, migrations=[*load_migrations(), extra])
-    assert [(m.version, m.name) for m in applied] == [(5, "notes")]
+    assert [(m.version, m.name) for m in applied] == [(next_version, "notes")]
     assert clickhouse_client.execute(
         f"SELECT name, default_expression FROM system.columns "
         f"WHERE database = '{database}' AND table = 'notes' ORDER BY position"
@@ -177,7 +180,7 @@ def test_a_changed_applied_migration_is_refused_before_anything_runs(
     edited_sql = shipped[1].sql + "\n-- an innocent-looking edit\n"
     edited = replace(shipped[1], sql=edited_sql, checksum=checksum(edited_sql))
     pending_sql = "CREATE TABLE IF NOT EXISTS {database}.later (x UInt8) ENGINE = MergeTree ORDER BY x"
-    pending = Migration(5, "later", pending_sql, checksum(pending_sql))
+    pending = Migration(len(shipped) + 1, "later", pending_sql, checksum(pending_sql))
 
     with pytest.raises(
         MigrationError, match=r"0002_rep_daily_activity\.sql was changed after it was applied"

@@ -115,3 +115,78 @@ def test_dead_letters_are_stored_from_the_dead_letter_topic_and_never_looped() -
     assert stored.sink_batch.dead_letters == [letter]
     assert stored.dead_letters == []  # an unreadable dead letter is counted, not dead-lettered again
     assert stored.unreadable_dead_letters == 1
+
+
+def deal_processor(sink: InMemorySink) -> BatchProcessor:
+    return BatchProcessor(
+        history=InMemoryHistory(sink),
+        late_grace=timedelta(days=35),
+        clock=lambda: NOW,
+        rep_topic=REPS,
+        max_message_bytes=1_000_000,
+        deal_stages=("qualification", "proposal"),
+    )
+
+
+def flushed(sink: InMemorySink, outcome) -> None:  # type: ignore[no-untyped-def]
+    sink.write(outcome.sink_batch)
+    sink.flush()
+
+
+def test_deal_rows_follow_the_deal_and_survive_a_state_rebuild() -> None:
+    from schemas.events import DealStageChangedEvent, DealWonEvent
+
+    sink = InMemorySink()
+    step = deal_processor(sink)
+    opened = DealCreatedEvent(
+        event_id="d1",
+        rep_id="r1",
+        type="deal_created",
+        occurred_at=T0,
+        deal_id="D1",
+        amount=900,
+        stage="qualification",
+    )
+    flushed(sink, step.process([message(DEALS, [opened], 0)]))
+    assert sink.stored_deals()["D1"].status == "open"
+    step.forget_all()  # restart: the next events must find the deal's history
+    moved = DealStageChangedEvent(
+        event_id="d2", rep_id="r1", type="deal_stage_changed", deal_id="D1", stage="proposal",
+        occurred_at=T0 + timedelta(days=3),
+    )  # fmt: skip
+    won = DealWonEvent(
+        event_id="d3",
+        rep_id="r1",
+        type="deal_won",
+        occurred_at=T0 + timedelta(days=10),
+        deal_id="D1",
+        amount=1000,
+    )
+    flushed(sink, step.process([message(DEALS, [moved, won], 1)]))
+    row = sink.stored_deals()["D1"]
+    assert (row.status, row.amount, row.cycle_days, row.stage_advancements) == ("won", 1000, 10.0, 1)
+    assert row.opened_at == T0
+
+
+def test_an_event_for_a_deal_closed_long_ago_reloads_the_deal_instead_of_starting_a_new_one() -> None:
+    from schemas.events import DealStageChangedEvent, DealWonEvent
+
+    sink = InMemorySink()
+    step = deal_processor(sink)
+    deal = [
+        DealCreatedEvent(event_id="d1", rep_id="r1", type="deal_created", occurred_at=T0, deal_id="D1"),
+        DealWonEvent(event_id="d2", rep_id="r1", type="deal_won", occurred_at=T0, deal_id="D1", amount=50),
+    ]
+    later = DealCreatedEvent(
+        event_id="d3", rep_id="r1", type="deal_created", occurred_at=T0 + timedelta(days=90), deal_id="D2"
+    )
+    flushed(sink, step.process([message(DEALS, deal, 0), message(DEALS, [later], 1)]))
+    book = step.deals_of("r1")
+    assert book is not None and "D1" not in book.deals  # closed 90 days back: out of memory
+    reopened = DealStageChangedEvent(
+        event_id="d4", rep_id="r1", type="deal_stage_changed", deal_id="D1", stage="proposal",
+        occurred_at=T0 + timedelta(days=91),
+    )  # fmt: skip
+    flushed(sink, step.process([message(DEALS, [reopened], 2)]))
+    row = sink.stored_deals()["D1"]
+    assert row.opened_at == T0 and row.status == "won"  # still the same deal, with its whole history

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -267,6 +268,8 @@ def _shown_default(info: FieldInfo) -> str:
         return "set" if value.get_secret_value() else "empty"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, tuple | list):  # set as a JSON list in the environment
+        return f"`{json.dumps(list(value))}`"
     return f"`{value}`"
 
 
