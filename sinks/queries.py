@@ -8,8 +8,9 @@ from typing import Any
 
 from clickhouse_driver import Client
 
-from schemas.events import EVENT_TYPES
-from schemas.reps import UNASSIGNED
+from schemas.events import DEAL_TYPES, EVENT_TYPES, SALES_EVENT_ADAPTER
+from schemas.reps import UNASSIGNED, Rep
+from schemas.wire import Event
 from sinks.migrate import validate_database_name
 
 
@@ -96,3 +97,44 @@ def dead_letter_count(client: Client, database: str) -> int:
     validate_database_name(database)
     ((count,),) = client.execute(f"SELECT count() FROM {database}.dead_letters FINAL")
     return int(count)
+
+
+def daily_counters(client: Client, database: str) -> list[tuple[str, date, str, int]]:
+    """Every (rep, UTC day, counter, count) row of ``rep_daily_activity``, deduplicated."""
+    validate_database_name(database)
+    rows = client.execute(
+        f"SELECT rep_id, day, type, events FROM {database}.rep_daily_activity FINAL WHERE events > 0"
+    )
+    return [(rep_id, day, counter, int(count)) for rep_id, day, counter, count in rows]
+
+
+def stored_deal_events(client: Client, database: str) -> list[Event]:
+    """Every stored deal event, each once, oldest first."""
+    validate_database_name(database)
+    rows = client.execute(
+        f"SELECT payload FROM {database}.events FINAL WHERE type IN %(types)s ORDER BY occurred_at, event_id",
+        {"types": list(DEAL_TYPES)},
+    )
+    return [SALES_EVENT_ADAPTER.validate_json(payload) for (payload,) in rows]
+
+
+def stored_reps(client: Client, database: str) -> dict[str, Rep]:
+    """The current record of every rep."""
+    validate_database_name(database)
+    rows = client.execute(
+        "SELECT rep_id, name, team, territory, manager, hired_at, quota_monthly, mode "
+        f"FROM {database}.reps FINAL"
+    )
+    return {
+        rep_id: Rep(
+            rep_id=rep_id,
+            name=name,
+            team=team,
+            territory=territory,
+            manager=manager,
+            hired_at=hired_at,
+            quota_monthly=quota,
+            mode=mode,
+        )
+        for rep_id, name, team, territory, manager, hired_at, quota, mode in rows
+    }

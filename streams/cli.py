@@ -10,6 +10,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -433,7 +434,7 @@ def db_migrate() -> None:
 
     settings = load_settings()
     configure_logging(settings)
-    with EmbeddedRuntime(settings.model_copy(update={"kafka_bootstrap": "unused:0"})) as runtime:
+    with EmbeddedRuntime(settings, need_broker=False) as runtime:
         live = runtime.settings_for_children()
         client = connect(live)
         try:
@@ -446,6 +447,107 @@ def db_migrate() -> None:
             out.print(f"applied {migration.version:04d} {migration.name}")
     else:
         out.print("schema is up to date")
+
+
+# ------------------------------------------------------------------------------------------ kpis
+
+
+class KpiGrouping(StrEnum):
+    rep = "rep"
+    team = "team"
+    territory = "territory"
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+# Columns of the terminal table (every figure is in --format json/csv).
+TABLE_COLUMNS = (
+    ("deals_won", "won"),
+    ("deals_lost", "lost"),
+    ("win_rate", "win rate"),
+    ("revenue", "revenue"),
+    ("avg_deal_size", "avg deal"),
+    ("avg_cycle_days", "cycle d"),
+    ("open_deals", "open"),
+    ("open_pipeline_value", "pipeline"),
+    ("calls", "calls"),
+    ("calls_connected", "conn."),
+    ("emails", "emails"),
+    ("meetings_held", "meetings"),
+    ("visits", "visits"),
+    ("proposals_sent", "proposals"),
+    ("quota_attainment", "quota %"),
+)
+
+
+@app.command()
+def kpis(
+    by: Annotated[KpiGrouping, typer.Option(help="Group by rep, team or territory.")] = KpiGrouping.rep,
+    since: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="First UTC day (default: first day of data)."),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Last UTC day, inclusive (default: last day of data)."),
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="table, json or csv.")
+    ] = OutputFormat.table,
+) -> None:
+    """Leading and lagging KPIs per rep, team or territory, read from ClickHouse."""
+    from sinks.clickhouse import connect
+    from streams.kpis import build_report, to_csv
+    from streams.runtime.supervisor import EmbeddedRuntime
+
+    settings = load_settings()
+    configure_logging(settings)
+    if since is not None and until is not None and until < since:
+        raise fail(f"--until {until.date()} is before --since {since.date()}", 2)
+    with EmbeddedRuntime(settings, need_broker=False) as runtime:
+        live = runtime.settings_for_children()
+        client = connect(live)
+        try:
+            report = build_report(
+                client,
+                live.clickhouse_database,
+                by=by.value,
+                since=since.date() if since else None,
+                until=until.date() if until else None,
+                deal_stages=settings.deal_stages,
+            )
+        finally:
+            client.disconnect()
+    if output is OutputFormat.json:
+        sys.stdout.write(orjson.dumps(report.rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    if output is OutputFormat.csv:
+        sys.stdout.write(to_csv(report.rows))
+        return
+    if report.window is None:
+        out.print("no data yet: load events with `salespulse replay` or `salespulse import`")
+        return
+    table = Table(title=f"KPIs by {by.value}, {report.window.since} to {report.window.until} (UTC)")
+    table.add_column(by.value)
+    for _, header in TABLE_COLUMNS:
+        table.add_column(header, justify="right")
+    for row in report.rows:
+        table.add_row(str(row[by.value]), *(_cell(key, row[key]) for key, _ in TABLE_COLUMNS))
+    out.print(table)
+
+
+def _cell(key: str, value: object) -> str:
+    if value is None:
+        return "-"
+    if key in ("win_rate", "quota_attainment") and isinstance(value, float):
+        return f"{value:.0%}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if key != "avg_cycle_days" else f"{value:.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def main() -> None:

@@ -27,10 +27,6 @@ from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import (
     ACTIVITY_TYPES,
     DEAL_TYPES,
-    DealCreatedEvent,
-    DealLostEvent,
-    DealStageChangedEvent,
-    DealWonEvent,
     EventKind,
 )
 from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message
@@ -42,11 +38,9 @@ from streams.kpi.activity import (
     start_of_day,
     utc_day,
 )
-from streams.kpi.deals import Deal, DealBook, stage_ranks
+from streams.kpi.deals import DEAL_EVENT_TYPES, Deal, DealBook, stage_ranks
 
 logger = logging.getLogger(__name__)
-
-DEAL_EVENT_TYPES = (DealCreatedEvent, DealStageChangedEvent, DealWonEvent, DealLostEvent)
 
 
 def deal_row(deal: Deal, now: datetime) -> DealRow:

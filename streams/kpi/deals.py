@@ -22,6 +22,7 @@ from schemas.events import (
 )
 
 DealEvent = DealCreatedEvent | DealStageChangedEvent | DealWonEvent | DealLostEvent
+DEAL_EVENT_TYPES = (DealCreatedEvent, DealStageChangedEvent, DealWonEvent, DealLostEvent)
 SECONDS_PER_DAY = 86_400
 
 

@@ -423,9 +423,17 @@ class EmbeddedRuntime:
     """
 
     def __init__(
-        self, settings: Settings, *, start_timeout: float = 60.0, handle_signals: bool = True
+        self,
+        settings: Settings,
+        *,
+        start_timeout: float = 60.0,
+        handle_signals: bool = True,
+        need_broker: bool = True,
     ) -> None:
         self.settings = settings
+        # Commands that only read or migrate ClickHouse pass need_broker=False: no broker starts
+        # and kafka_bootstrap stays as configured (possibly None).
+        self.need_broker = need_broker
         self.home = settings.home.expanduser().resolve()
         self.start_timeout = start_timeout
         self._handle_signals = handle_signals
@@ -444,7 +452,7 @@ class EmbeddedRuntime:
     @property
     def started_broker(self) -> bool:
         """True when this runtime runs the broker (and so Tansu's quirks apply to clients)."""
-        return self.settings.kafka_bootstrap is None
+        return self.need_broker and self.settings.kafka_bootstrap is None
 
     @property
     def started_clickhouse(self) -> bool:
@@ -461,8 +469,8 @@ class EmbeddedRuntime:
     # -- endpoints ------------------------------------------------------------------------------
 
     @property
-    def kafka_bootstrap(self) -> str:
-        if self.settings.kafka_bootstrap is not None:
+    def kafka_bootstrap(self) -> str | None:
+        if self.settings.kafka_bootstrap is not None or not self.need_broker:
             return self.settings.kafka_bootstrap
         return self._require(self._broker, "broker").bootstrap
 
@@ -508,10 +516,11 @@ class EmbeddedRuntime:
         env = dict(os.environ)
         env.update(
             SALESPULSE_HOME=str(self.home),
-            SALESPULSE_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             SALESPULSE_CLICKHOUSE_HOST=self.clickhouse_host,
             SALESPULSE_CLICKHOUSE_PORT=str(self.clickhouse_port),
         )
+        if self.kafka_bootstrap is not None:
+            env["SALESPULSE_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
         if children.kafka_embedded_compat:
             env["SALESPULSE_KAFKA_EMBEDDED_COMPAT"] = "true"
         return env

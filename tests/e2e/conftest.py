@@ -176,11 +176,10 @@ def clickhouse_of(home: Path, database: str = "salespulse") -> Iterator[Query]:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         home=home,
-        kafka_bootstrap="unused:0",  # ClickHouse only: no broker needed to read tables
         clickhouse_host=None,
         clickhouse_database=database,
     )
-    with EmbeddedRuntime(settings, handle_signals=False) as runtime:
+    with EmbeddedRuntime(settings, handle_signals=False, need_broker=False) as runtime:
         client = Client(runtime.clickhouse_host, port=runtime.clickhouse_port)
         try:
             yield Query(client, database)
