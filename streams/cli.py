@@ -8,11 +8,13 @@ import gzip
 import logging
 import sys
 import zlib
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import typer
@@ -46,8 +48,12 @@ reps_app = typer.Typer(
     help="Rep records: who is on which team and territory, with quotas.", no_args_is_help=True
 )
 db_app = typer.Typer(help="ClickHouse schema management.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import CRM exports (CSV) with your own column names, through the pipeline.", no_args_is_help=True
+)
 app.add_typer(reps_app, name="reps")
 app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
 
 console = Console(stderr=True)
 out = Console()
@@ -420,6 +426,203 @@ async def _publish_reps(settings: Settings, reps: list[Rep], dead_letters: list[
         await publisher.flush()
     finally:
         await producer.stop()
+
+
+# ---------------------------------------------------------------------------------------- import
+
+DEALS_MAP_HELP = (
+    "Columns of your export: deal_id=COL,rep=COL,stage=COL,opened_at=COL,closed_at=COL,amount=COL"
+    "[,account=COL,product=COL]"
+)
+REPS_MAP_HELP = (
+    "Columns of your export: rep=COL,team=COL,territory=COL"
+    "[,name=COL,manager=COL,quota_monthly=COL,hired_at=COL,mode=COL]"
+)
+
+
+@dataclass
+class ImportTally:
+    rows: int = 0
+    imported: int = 0
+    events: int = 0
+    rejected: int = 0
+    warnings: int = 0
+
+
+def _open_csv(path: Path) -> TextIO:
+    try:
+        return path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+def _run_import(
+    path: Path,
+    rows: Iterator[Any],
+    publish_row: Callable[[Any, Any], Awaitable[int]],
+    wait: bool,
+    timeout: float,
+    settings: Settings,
+) -> ImportTally:
+    """Publish every good row through the pipeline and every bad one as a dead letter, showing
+    progress; on the embedded default (or with --wait) return once the worker stored it all."""
+    from streams.crm import RowError, to_dead_letter
+    from streams.kafka import EventPublisher, start_producer
+    from streams.orchestration import running_pipeline
+
+    total_lines = max(0, _count_lines(path) - 1)
+    tally = ImportTally()
+
+    async def publish(live: Settings) -> None:
+        producer = await start_producer(live)
+        try:
+            publisher = EventPublisher(producer, live)
+            with Progress(
+                TextColumn(f"[bold]importing {escape(path.name)}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} lines"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("import", total=total_lines)
+                for row in rows:
+                    tally.rows += 1
+                    if isinstance(row, RowError):
+                        tally.rejected += 1
+                        console.print(f"{escape(path.name)}:{row.line}: rejected: {escape(row.message)}")
+                        await publisher.publish_dead_letter(
+                            to_dead_letter(row, rejected_at=datetime.now(UTC))
+                        )
+                    else:
+                        tally.imported += 1
+                        tally.warnings += len(row.warnings)
+                        for warning in row.warnings:
+                            logger.info("%s:%d: %s", path.name, row.line, warning)
+                        tally.events += await publish_row(publisher, row)
+                    progress.update(task, completed=min(total_lines, row.line - 1))
+                progress.update(task, completed=total_lines)
+                await publisher.flush()
+        finally:
+            await producer.stop()
+
+    try:
+        with running_pipeline(settings) as pipeline:
+            asyncio.run(publish(pipeline.settings))
+            if pipeline.self_contained or wait:
+                asyncio.run(_wait_processed(pipeline.settings, timeout_s=timeout))
+    except UnicodeDecodeError as exc:
+        raise fail(
+            f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
+    return tally
+
+
+def _import_summary(path: Path, tally: ImportTally, what: str) -> None:
+    table = Table(title=f"import of {path.name}")
+    for header in ("rows", what, "events", "rejected", "warnings"):
+        table.add_column(header, justify="right")
+    table.add_row(
+        *(f"{n:,}" for n in (tally.rows, tally.imported, tally.events, tally.rejected, tally.warnings))
+    )
+    out.print(table)
+    if tally.rejected and not tally.imported:
+        raise typer.Exit(1)
+
+
+@import_app.command("deals")
+def import_deals(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV export of opportunities.")],
+    mapping: Annotated[str, typer.Option("--map", help=DEALS_MAP_HELP)],
+    timezone: Annotated[
+        str, typer.Option(help="Time zone of dates without an offset (e.g. Europe/Berlin).")
+    ] = "UTC",
+    wait: Annotated[
+        bool, typer.Option(help="With external servers, wait until the workers stored it.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Longest wait for the worker, in seconds.")] = 600.0,
+) -> None:
+    """Turn a CRM opportunity export into deal events (created, won, lost) and send them through
+    the pipeline. Re-importing the same file is idempotent."""
+    from streams.crm import RowEvents, parse_mapping, read_deals
+
+    settings = load_settings()
+    configure_logging(settings)
+    zone = _zone(timezone)
+    try:
+        columns = parse_mapping(mapping, "deals")
+    except ValueError as exc:
+        raise fail(f"--map: {exc}", 2) from None
+    handle = _open_csv(file)
+    try:
+        try:
+            rows = read_deals(
+                handle,
+                columns,
+                source_name=file.name,
+                as_of=datetime.now(UTC),
+                default_tz=zone,
+                currency=settings.currency,
+            )
+        except ValueError as exc:
+            raise fail(f"{file}: {exc}", 2) from None
+
+        async def publish_row(publisher: Any, row: RowEvents) -> int:
+            await publisher.publish_many(row.events)
+            return len(row.events)
+
+        tally = _run_import(file, rows, publish_row, wait, timeout, settings)
+    finally:
+        handle.close()
+    _import_summary(file, tally, "deals")
+
+
+@import_app.command("reps")
+def import_reps(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV export of users/reps.")],
+    mapping: Annotated[str, typer.Option("--map", help=REPS_MAP_HELP)],
+    wait: Annotated[
+        bool, typer.Option(help="With external servers, wait until the workers stored it.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Longest wait for the worker, in seconds.")] = 600.0,
+) -> None:
+    """Load rep records (team, territory, quota) from a CRM export with your own column names."""
+    from streams.crm import RowRep, parse_mapping, read_reps
+
+    settings = load_settings()
+    configure_logging(settings)
+    try:
+        columns = parse_mapping(mapping, "reps")
+    except ValueError as exc:
+        raise fail(f"--map: {exc}", 2) from None
+    handle = _open_csv(file)
+    try:
+        try:
+            rows = read_reps(handle, columns, source_name=file.name, currency=settings.currency)
+        except ValueError as exc:
+            raise fail(f"{file}: {exc}", 2) from None
+
+        async def publish_row(publisher: Any, row: RowRep) -> int:
+            await publisher.publish_rep(row.rep)
+            return 0
+
+        tally = _run_import(file, rows, publish_row, wait, timeout, settings)
+    finally:
+        handle.close()
+    _import_summary(file, tally, "reps")
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail(
+            f"--timezone: unknown time zone {name!r} (use an IANA name like Europe/Berlin)", 2
+        ) from None
 
 
 # -------------------------------------------------------------------------------------------- db
