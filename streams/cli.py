@@ -35,7 +35,7 @@ from rich.table import Table
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.reps import Rep
 from schemas.settings import Settings
-from schemas.wire import MessageOrigin, decode_message
+from schemas.wire import Event, MessageOrigin, decode_message
 
 app = typer.Typer(
     name="salespulse",
@@ -468,6 +468,7 @@ def _run_import(
     wait: bool,
     timeout: float,
     settings: Settings,
+    finish: Callable[[Any], Awaitable[None]] | None = None,
 ) -> ImportTally:
     """Publish every good row through the pipeline and every bad one as a dead letter, showing
     progress; on the embedded default (or with --wait) return once the worker stored it all."""
@@ -506,6 +507,8 @@ def _run_import(
                         tally.events += await publish_row(publisher, row)
                     progress.update(task, completed=min(total_lines, row.line - 1))
                 progress.update(task, completed=total_lines)
+                if finish is not None:
+                    await finish(publisher)
                 await publisher.flush()
         finally:
             await producer.stop()
@@ -571,11 +574,20 @@ def import_deals(
         except ValueError as exc:
             raise fail(f"{file}: {exc}", 2) from None
 
+        # An export lists deals in any order, but each rep's deal stream must arrive in time order,
+        # or events more than the late grace behind a rep's newest would be judged too late. So
+        # the events are collected and published oldest first.
+        collected: list[Event] = []
+
         async def publish_row(publisher: Any, row: RowEvents) -> int:
-            await publisher.publish_many(row.events)
+            collected.extend(row.events)
             return len(row.events)
 
-        tally = _run_import(file, rows, publish_row, wait, timeout, settings)
+        async def publish_in_time_order(publisher: Any) -> None:
+            collected.sort(key=lambda event: (event.occurred_at, event.event_id))
+            await publisher.publish_many(collected)
+
+        tally = _run_import(file, rows, publish_row, wait, timeout, settings, finish=publish_in_time_order)
     finally:
         handle.close()
     _import_summary(file, tally, "deals")

@@ -263,6 +263,9 @@ def test_worker_kill_and_a_second_pass_over_everything_count_nothing_twice(
     assert rows(settings, "SELECT reason, count() FROM {db}.dead_letters GROUP BY reason") == []
     assert scalar(settings, "SELECT count() FROM {db}.events FINAL") == len(events)
     assert stored_daily(settings) == expected_daily(events)
+    assert rows(settings, "SELECT deal_id, status, amount, cycle_days FROM {db}.deals FINAL") == [
+        ("D1", "won", 500, 1.0)
+    ]
 
     # A new consumer group re-reads the topics from the start (like replaying the same file):
     # the state rebuilt from ClickHouse recognises every event, so nothing changes.
