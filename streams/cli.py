@@ -671,6 +671,8 @@ class KpiGrouping(StrEnum):
     rep = "rep"
     team = "team"
     territory = "territory"
+    product = "product"
+    account = "account"
 
 
 class OutputFormat(StrEnum):
@@ -701,7 +703,10 @@ TABLE_COLUMNS = (
 
 @app.command()
 def kpis(
-    by: Annotated[KpiGrouping, typer.Option(help="Group by rep, team or territory.")] = KpiGrouping.rep,
+    by: Annotated[
+        KpiGrouping,
+        typer.Option(help="Group by rep, team, territory, or (deal figures only) product or account."),
+    ] = KpiGrouping.rep,
     since: Annotated[
         datetime | None,
         typer.Option(formats=["%Y-%m-%d"], help="First UTC day (default: first day of data)."),
@@ -714,7 +719,7 @@ def kpis(
         OutputFormat, typer.Option("--format", help="table, json or csv.")
     ] = OutputFormat.table,
 ) -> None:
-    """Leading and lagging KPIs per rep, team or territory, read from ClickHouse."""
+    """Leading and lagging KPIs per rep, team, territory, product or account, read from ClickHouse."""
     from sinks.clickhouse import connect
     from streams.kpis import build_report, to_csv
     from streams.runtime.supervisor import EmbeddedRuntime

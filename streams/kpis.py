@@ -18,9 +18,11 @@ from clickhouse_driver import Client
 
 from sinks.queries import daily_counters, stored_deal_events, stored_reps
 from streams.kpi.deals import DEAL_EVENT_TYPES, DealBook, stage_ranks
-from streams.kpi.metrics import DailyCount, Window, compute_rep_kpis, data_window
+from streams.kpi.metrics import DailyCount, Window, compute_rep_kpis, data_window, deal_kpis_by
 
-GROUPINGS = ("rep", "team", "territory")
+GROUPINGS = ("rep", "team", "territory", "product", "account")
+# Groupings that only deals carry: their rows hold the deal figures, activity counts stay zero.
+DEAL_GROUPINGS = {"product": "product", "account": "account_id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,11 @@ def build_report(
         since if since is not None else span.since,  # type: ignore[union-attr]
         until if until is not None else span.until,  # type: ignore[union-attr]
     )
-    kpis = compute_rep_kpis(daily, book.deals.values(), reps, window)
-    rows = [{by: key, **totals.as_row()} for key, totals in kpis.rollup(by).items()]
+    if by in DEAL_GROUPINGS:
+        groups = deal_kpis_by(book.deals.values(), window, DEAL_GROUPINGS[by])
+    else:
+        groups = compute_rep_kpis(daily, book.deals.values(), reps, window).rollup(by)
+    rows = [{by: key, **totals.as_row()} for key, totals in groups.items()]
     return KpiReport(by=by, window=window, rows=rows)
 
 

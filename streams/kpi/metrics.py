@@ -275,6 +275,19 @@ def compute_rep_kpis(
     return result
 
 
+def deal_kpis_by(deals: Iterable[Deal], window: Window, attribute: str) -> dict[str, KpiTotals]:
+    """Deal figures (won, lost, revenue, cycle, pipeline, advancements) grouped by a deal's
+    ``product`` or ``account_id``; deals without one group under ``unassigned``. Activities carry
+    no product, so only the deal figures are filled in."""
+    if attribute not in ("product", "account_id"):
+        raise ValueError(f"cannot group deals by {attribute!r}: use product or account_id")
+    grouped: dict[str, KpiTotals] = {}
+    for deal in deals:
+        key = getattr(deal, attribute) or UNASSIGNED
+        _add_deal(grouped.setdefault(key, KpiTotals()), deal, window)
+    return dict(sorted(grouped.items()))
+
+
 def _add_deal(totals: KpiTotals, deal: Deal, window: Window) -> None:
     advanced_in_window = sum(1 for moment in deal.advanced_at if window.contains(moment))
     totals.stage_advancements += advanced_in_window

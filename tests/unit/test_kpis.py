@@ -323,3 +323,27 @@ def test_data_window_spans_activity_and_deals() -> None:
     daily = [DailyCount("r1", date(2026, 2, 20), "call", 1)]
     assert data_window(daily, book.deals.values()) == Window(date(2026, 2, 20), date(2026, 4, 10))
     assert data_window([], []) is None
+
+
+def test_deal_figures_by_product_add_up_to_the_rep_totals() -> None:
+    from streams.kpi.metrics import deal_kpis_by
+
+    book = DealBook(RANKS)
+    book.apply(
+        [
+            created(1, "A", 0, product="pro", amount=Decimal(100)),
+            won(2, "A", 30, "120"),
+            created(3, "B", 0, product="pro", amount=Decimal(50)),
+            created(4, "C", 0, amount=Decimal(70)),
+            lost(5, "C", 40),
+        ]
+    )
+    window = Window(T0.date(), T0.date() + timedelta(days=5))
+    by_product = deal_kpis_by(book.deals.values(), window, "product")
+    assert {k: (t.deals_won, t.deals_lost, t.revenue, t.open_deals) for k, t in by_product.items()} == {
+        "pro": (1, 0, Decimal(120), 1),
+        UNASSIGNED: (0, 1, Decimal(0), 0),
+    }
+    everyone = compute_rep_kpis([], book.deals.values(), {}, window).rollup("rep")["r1"]
+    assert everyone.deals_won == sum(t.deals_won for t in by_product.values())
+    assert everyone.open_pipeline_value == sum(t.open_pipeline_value for t in by_product.values())
