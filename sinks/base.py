@@ -59,6 +59,7 @@ class DealRow:
     cycle_days: float | None
     stage_advancements: int
     last_event_at: datetime
+    events: tuple[bytes, ...]  # the deal's events as canonical JSON, oldest first
     updated_at: datetime
 
 
@@ -118,10 +119,10 @@ class EventHistory(Protocol):
 
     def rep_deal_events(self, rep_ids: list[str], closed_since: datetime) -> dict[str, list[Event]]:
         """Every stored event of the deals of ``rep_ids`` that are open, or closed at or after
-        ``closed_since`` (older closed deals can no longer change: their late events are too late).
-        Every requested rep is a key."""
+        ``closed_since`` (what a worker keeps in memory). Every requested rep is a key."""
         ...
 
     def deal_events(self, deal_ids: list[str]) -> list[Event]:
-        """Every stored event of the given deals (for a deal a worker does not hold in memory)."""
+        """Every stored event of the given deals (for deals a worker does not hold in memory);
+        deals never stored contribute nothing."""
         ...

@@ -17,7 +17,7 @@ from clickhouse_driver import Client
 from clickhouse_driver.errors import ErrorCodes, NetworkError, ServerException, SocketTimeoutError
 
 from schemas.deadletter import DeadLetter
-from schemas.events import DEAL_TYPES, SALES_EVENT_ADAPTER
+from schemas.events import SALES_EVENT_ADAPTER
 from schemas.reps import Rep
 from schemas.settings import Settings
 from schemas.wire import Event, event_to_json
@@ -86,6 +86,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "cycle_days",
         "stage_advancements",
         "last_event_at",
+        "events",
         "updated_at",
     ),
 }
@@ -200,6 +201,7 @@ def deal_row(row: DealRow) -> Row:
         row.cycle_days,
         row.stage_advancements,
         epoch_millis(row.last_event_at),
+        list(row.events),
         epoch_micros(row.updated_at),
     )
 
@@ -367,41 +369,32 @@ class ClickHouseHistory:
         return history
 
     def rep_deal_events(self, rep_ids: list[str], closed_since: datetime) -> dict[str, list[Event]]:
-        """See ``sinks.base.EventHistory.rep_deal_events``: the deals table names the deals that
-        can still change, and their events come from ``events``."""
+        """See ``sinks.base.EventHistory.rep_deal_events``. A deal belongs to the rep its latest
+        event names (the deals table's rep_id), with all its events."""
         found: dict[str, list[Event]] = {rep_id: [] for rep_id in rep_ids}
         if not found:
             return found
         rows = self._client.execute(
-            f"SELECT d.rep_id, e.payload FROM {self._database}.events AS e FINAL "
-            "INNER JOIN ("
-            f"  SELECT deal_id, rep_id FROM {self._database}.deals FINAL "
-            "   WHERE rep_id IN (SELECT rep_id FROM wanted_reps) "
-            "   AND (closed_at IS NULL "
-            "        OR closed_at >= fromUnixTimestamp64Milli(toInt64(%(since_ms)s), 'UTC'))"
-            ") AS d ON e.deal_id = d.deal_id "
-            "WHERE e.type IN %(deal_types)s "
-            "ORDER BY e.occurred_at, e.event_id",
-            {"deal_types": list(DEAL_TYPES), "since_ms": epoch_millis(closed_since)},
+            f"SELECT rep_id, events FROM {self._database}.deals FINAL "
+            "WHERE rep_id IN (SELECT rep_id FROM wanted_reps) "
+            "AND (closed_at IS NULL OR closed_at >= fromUnixTimestamp64Milli(toInt64(%(since_ms)s), 'UTC'))",
+            {"since_ms": epoch_millis(closed_since)},
             external_tables=[_id_table("wanted_reps", "rep_id", found)],
         )
-        # A deal belongs to the rep its latest event names (the deals table's rep_id), and all of
-        # its events, including those a former owner sent, go to that rep's state.
-        for rep_id, payload in rows:
-            found[rep_id].append(SALES_EVENT_ADAPTER.validate_json(payload))
+        for rep_id, payloads in rows:
+            found[rep_id].extend(SALES_EVENT_ADAPTER.validate_json(payload) for payload in payloads)
         return found
 
     def deal_events(self, deal_ids: list[str]) -> list[Event]:
+        """Read by the deals table's primary key: one row per deal holds all its events."""
         if not deal_ids:
             return []
         rows = self._client.execute(
-            f"SELECT payload FROM {self._database}.events FINAL "
-            "WHERE type IN %(deal_types)s AND deal_id IN (SELECT deal_id FROM wanted_deals) "
-            "ORDER BY occurred_at, event_id",
-            {"deal_types": list(DEAL_TYPES)},
+            f"SELECT events FROM {self._database}.deals FINAL "
+            "WHERE deal_id IN (SELECT deal_id FROM wanted_deals)",
             external_tables=[_id_table("wanted_deals", "deal_id", deal_ids)],
         )
-        return [SALES_EVENT_ADAPTER.validate_json(payload) for (payload,) in rows]
+        return [SALES_EVENT_ADAPTER.validate_json(payload) for (payloads,) in rows for payload in payloads]
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         """Which of ``event_ids`` are already stored. No FINAL: a duplicate row cannot change

@@ -29,7 +29,7 @@ from schemas.events import (
     DEAL_TYPES,
     EventKind,
 )
-from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message
+from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message, event_to_json
 from sinks.base import DailyActivityRow, DealRow, EventHistory, IngestedEvent, SinkBatch
 from streams.kpi.activity import (
     HistoricEvent,
@@ -38,7 +38,7 @@ from streams.kpi.activity import (
     start_of_day,
     utc_day,
 )
-from streams.kpi.deals import DEAL_EVENT_TYPES, Deal, DealBook, stage_ranks
+from streams.kpi.deals import DEAL_EVENT_TYPES, Deal, DealBook, DealEvent, stage_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ def deal_row(deal: Deal, now: datetime) -> DealRow:
         cycle_days=deal.cycle_days,
         stage_advancements=len(deal.advanced_at),
         last_event_at=deal.updated_at,
+        events=tuple(
+            event_to_json(e) for e in sorted(deal.events.values(), key=lambda e: (e.occurred_at, e.event_id))
+        ),
         updated_at=now,
     )
 
@@ -146,6 +149,7 @@ class BatchProcessor:
 
         self._load_unseen_reps(events_by_rep)
         too_late: list[tuple[Event, MessageOrigin]] = []
+        deal_updates: list[tuple[str, list[Event], RepActivityState]] = []
         for key, items in events_by_rep.items():
             rep_id = key[0]
             origin_of = {id(event): origin for event, origin in items}
@@ -164,7 +168,8 @@ class BatchProcessor:
                 for (day, event_type), count in sorted(applied.changed.items())
             )
             if key[1] is EventKind.DEAL and applied.accepted:
-                self._update_deals(rep_id, applied.accepted, state, now, outcome)
+                deal_updates.append((rep_id, applied.accepted, state))
+        self._update_deals(deal_updates, now, outcome)
         self._classify_too_late(too_late, now, outcome)
         # The dead letters found here are not stored directly: they are published to the
         # dead-letter topic, and stored when read back from it, like those of every other producer.
@@ -198,25 +203,36 @@ class BatchProcessor:
 
     def _update_deals(
         self,
-        rep_id: str,
-        accepted: list[Event],
-        state: RepActivityState,
+        updates: list[tuple[str, list[Event], RepActivityState]],
         now: datetime,
         outcome: BatchOutcome,
     ) -> None:
-        book = self._deal_books[rep_id]
-        deal_events = [e for e in accepted if isinstance(e, DEAL_EVENT_TYPES)]
-        # A deal this rep's state does not hold (closed long ago and forgotten, or moved here
-        # from another rep) is loaded with all its stored events before the new ones apply.
-        missing = sorted({e.deal_id for e in deal_events} - book.deals.keys())
-        if missing:
-            book.apply(e for e in self._history.deal_events(missing) if isinstance(e, DEAL_EVENT_TYPES))
-        changed = book.apply(deal_events)
-        outcome.sink_batch.deals.extend(deal_row(book.deals[deal_id], now) for deal_id in sorted(changed))
-        # A deal closed further back than the grace can no longer change (its late events are
-        # too late): it leaves memory, as it would not be reloaded after a restart either.
-        if state.newest_event_at is not None:
-            book.forget_closed_before(state.newest_event_at - self._late_grace)
+        if not updates:
+            return
+        by_rep = [
+            (rep_id, [e for e in accepted if isinstance(e, DEAL_EVENT_TYPES)], state)
+            for rep_id, accepted, state in updates
+        ]
+        # Deals a rep's book does not hold (new, closed long ago and forgotten, or moved here from
+        # another rep) are looked up once for the whole batch; stored ones come back whole.
+        missing = sorted(
+            {e.deal_id for rep_id, events, _ in by_rep for e in events}
+            - {deal_id for rep_id, _, _ in by_rep for deal_id in self._deal_books[rep_id].deals}
+        )
+        stored: dict[str, list[DealEvent]] = defaultdict(list)
+        for event in self._history.deal_events(missing) if missing else ():
+            if isinstance(event, DEAL_EVENT_TYPES):
+                stored[event.deal_id].append(event)
+        for rep_id, events, state in by_rep:
+            book = self._deal_books[rep_id]
+            for deal_id in {e.deal_id for e in events} - book.deals.keys():
+                book.apply(stored.get(deal_id, ()))
+            changed = book.apply(events)
+            outcome.sink_batch.deals.extend(deal_row(book.deals[deal_id], now) for deal_id in sorted(changed))
+            # A deal closed further back than the grace leaves memory (it is stored, and a later
+            # event of it loads it again, as above).
+            if state.newest_event_at is not None:
+                book.forget_closed_before(state.newest_event_at - self._late_grace)
 
     def _classify_too_late(
         self, too_late: list[tuple[Event, MessageOrigin]], now: datetime, outcome: BatchOutcome

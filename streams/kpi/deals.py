@@ -53,8 +53,11 @@ class Deal:
     advanced_at: tuple[datetime, ...] = ()
     updated_at: datetime | None = None
 
+    def events_in_order(self) -> list[DealEvent]:
+        return sorted(self.events.values(), key=_order)
+
     def refresh(self, stage_rank: dict[str, int]) -> None:
-        ordered = sorted(self.events.values(), key=_order)
+        ordered = self.events_in_order()
         created = [e for e in ordered if isinstance(e, DealCreatedEvent)]
         closes = [e for e in ordered if isinstance(e, DealWonEvent | DealLostEvent)]
         # First-seen time: the creation, or (for a deal whose creation we never got) its first event.
