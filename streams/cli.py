@@ -718,6 +718,10 @@ def kpis(
     output: Annotated[
         OutputFormat, typer.Option("--format", help="table, json or csv.")
     ] = OutputFormat.table,
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, max=3660, help="Rolling window: the N days ending --until (e.g. 7 or 28)."),
+    ] = None,
 ) -> None:
     """Leading and lagging KPIs per rep, team, territory, product or account, read from ClickHouse."""
     from sinks.clickhouse import connect
@@ -728,6 +732,8 @@ def kpis(
     configure_logging(settings)
     if since is not None and until is not None and until < since:
         raise fail(f"--until {until.date()} is before --since {since.date()}", 2)
+    if days is not None and since is not None:
+        raise fail("--days and --since both set the window's start: give one of them", 2)
     with EmbeddedRuntime(settings, need_broker=False) as runtime:
         live = runtime.settings_for_children()
         client = connect(live)
@@ -739,6 +745,7 @@ def kpis(
                 since=since.date() if since else None,
                 until=until.date() if until else None,
                 deal_stages=settings.deal_stages,
+                last_days=days,
             )
         finally:
             client.disconnect()

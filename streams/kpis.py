@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from clickhouse_driver import Client
@@ -40,7 +40,10 @@ def build_report(
     since: date | None,
     until: date | None,
     deal_stages: Sequence[str],
+    last_days: int | None = None,
 ) -> KpiReport:
+    """KPIs grouped ``by`` over ``since``..``until`` (each defaulting to the data's own first and
+    last day), or over the ``last_days`` days ending ``until`` (a rolling 7- or 28-day view)."""
     if by not in GROUPINGS:
         raise ValueError(f"--by must be one of {', '.join(GROUPINGS)}, not {by!r}")
     daily = [DailyCount(*row) for row in daily_counters(client, database)]
@@ -51,10 +54,10 @@ def build_report(
     span = data_window(daily, book.deals.values())
     if span is None and (since is None or until is None):
         return KpiReport(by=by, window=None, rows=[])
-    window = Window(
-        since if since is not None else span.since,  # type: ignore[union-attr]
-        until if until is not None else span.until,  # type: ignore[union-attr]
-    )
+    end = until if until is not None else span.until  # type: ignore[union-attr]
+    if last_days is not None:
+        since = end - timedelta(days=last_days - 1)
+    window = Window(since if since is not None else span.since, end)  # type: ignore[union-attr]
     if by in DEAL_GROUPINGS:
         groups = deal_kpis_by(book.deals.values(), window, DEAL_GROUPINGS[by])
     else:
