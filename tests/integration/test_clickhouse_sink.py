@@ -38,7 +38,16 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 INGESTED_AT = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
 ORIGIN = MessageOrigin("salespulse.activities", 3, 1200)
 HOSTILE = "'; DROP TABLE x; --"
-TABLES = ["dead_letters", "deals", "events", "rep_daily_activity", "reps", "schema_migrations"]
+TABLES = [
+    "alerts",
+    "dead_letters",
+    "deals",
+    "events",
+    "rep_daily_activity",
+    "rep_modes",
+    "reps",
+    "schema_migrations",
+]
 
 
 @pytest.fixture
@@ -116,6 +125,8 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (3, "reps"),
         (4, "dead_letters"),
         (5, "deals"),
+        (6, "alerts"),
+        (7, "rep_modes"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -139,13 +150,23 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (3, "reps"),
         (4, "dead_letters"),
         (5, "deals"),
+        (6, "alerts"),
+        (7, "rep_modes"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
     assert sorted(t for (t,) in clickhouse_client.execute(f"SHOW TABLES FROM {database}")) == TABLES
     assert clickhouse_client.execute(
         f"SELECT version, name FROM {database}.schema_migrations FINAL ORDER BY version"
-    ) == [(1, "events"), (2, "rep_daily_activity"), (3, "reps"), (4, "dead_letters"), (5, "deals")]
+    ) == [
+        (1, "events"),
+        (2, "rep_daily_activity"),
+        (3, "reps"),
+        (4, "dead_letters"),
+        (5, "deals"),
+        (6, "alerts"),
+        (7, "rep_modes"),
+    ]
 
 
 @integration
