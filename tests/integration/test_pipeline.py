@@ -18,7 +18,7 @@ from schemas.settings import Settings
 from schemas.wire import Event
 from sinks.clickhouse import connect
 from streams.kafka import EventPublisher, start_producer, wait_until_consumed
-from streams.orchestration import prepare_storage_and_topics, start_worker_process
+from streams.orchestration import pipeline_env, prepare_storage_and_topics, start_worker_process
 from streams.runtime.supervisor import EmbeddedRuntime, ManagedProcess
 
 pytestmark = pytest.mark.integration
@@ -47,13 +47,10 @@ def isolated(runtime: EmbeddedRuntime) -> Iterator[Settings]:
         client.disconnect()
 
 
-def start_worker(runtime: EmbeddedRuntime, settings: Settings, name: str) -> ManagedProcess:
-    env_overrides = {
-        "SALESPULSE_TOPIC_PREFIX": settings.topic_prefix,
-        "SALESPULSE_CONSUMER_GROUP": settings.consumer_group,
-        "SALESPULSE_CLICKHOUSE_DATABASE": settings.clickhouse_database,
-    }
-    return start_worker_process(runtime, name=name, extra_env=env_overrides)
+def start_worker(
+    runtime: EmbeddedRuntime, settings: Settings, name: str, extra: dict[str, str] | None = None
+) -> ManagedProcess:
+    return start_worker_process(runtime, name=name, extra_env=pipeline_env(settings) | (extra or {}))
 
 
 def sample_events(reps: int, per_rep: int) -> list[Event]:
