@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def isolated(runtime: EmbeddedRuntime) -> Iterator[Settings]:
-    """Fresh topics, consumer group and database on the session's servers, for one test."""
+@contextmanager
+def isolated_pipeline(runtime: EmbeddedRuntime, **overrides: object) -> Iterator[Settings]:
+    """Fresh topics, consumer group and database on the session's servers, dropped afterwards."""
     tag = uuid.uuid4().hex[:8]
     settings = runtime.settings_for_children().model_copy(
         update={
@@ -36,15 +37,24 @@ def isolated(runtime: EmbeddedRuntime) -> Iterator[Settings]:
             "consumer_group": f"g{tag}",
             "clickhouse_database": f"db_{tag}",
             "kafka_embedded_compat": runtime.started_broker,
+            **overrides,
         }
     )
     prepare_storage_and_topics(settings)
-    yield settings
-    client = connect(settings)
     try:
-        client.execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+        yield settings
     finally:
-        client.disconnect()
+        client = connect(settings)
+        try:
+            client.execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+        finally:
+            client.disconnect()
+
+
+@pytest.fixture
+def isolated(runtime: EmbeddedRuntime) -> Iterator[Settings]:
+    with isolated_pipeline(runtime) as settings:
+        yield settings
 
 
 def start_worker(

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from test_pipeline import expected_daily, sample_events, start_worker, stored_daily
+from test_pipeline import expected_daily, isolated_pipeline, sample_events, start_worker, stored_daily
 
 from schemas.settings import Settings
 from schemas.wire import Event
 from sinks.clickhouse import connect
 from streams.kafka import EventPublisher, start_producer, wait_until_consumed
-from streams.orchestration import prepare_storage_and_topics
 from streams.runtime.supervisor import EmbeddedRuntime, ManagedProcess
 
 pytestmark = pytest.mark.integration
@@ -25,23 +23,8 @@ PARTITIONS = 8
 
 @pytest.fixture
 def partitioned(runtime: EmbeddedRuntime) -> Iterator[Settings]:
-    tag = uuid.uuid4().hex[:8]
-    settings = runtime.settings_for_children().model_copy(
-        update={
-            "topic_prefix": f"s{tag}.",
-            "consumer_group": f"g{tag}",
-            "clickhouse_database": f"scale_{tag}",
-            "topic_partitions": PARTITIONS,
-            "kafka_embedded_compat": runtime.started_broker,
-        }
-    )
-    prepare_storage_and_topics(settings)
-    yield settings
-    client = connect(settings)
-    try:
-        client.execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
-    finally:
-        client.disconnect()
+    with isolated_pipeline(runtime, topic_partitions=PARTITIONS) as settings:
+        yield settings
 
 
 def stored_events(settings: Settings) -> int:
