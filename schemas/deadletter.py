@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -37,6 +38,37 @@ class DeadLetter(BaseModel):
     payload_excerpt: str
     payload_truncated: bool = False
     rejected_at: AwareDatetime
+
+    @classmethod
+    def of(
+        cls,
+        reason: DeadLetterReason,
+        detail: str,
+        payload: bytes,
+        *,
+        source: str,
+        rejected_at: datetime,
+        partition: int | None = None,
+        offset: int | None = None,
+        index: int | None = None,
+        event_id: str | None = None,
+        rep_id: str | None = None,
+    ) -> DeadLetter:
+        """A dead letter for ``payload``, keeping an excerpt of it (see ``excerpt``)."""
+        excerpt, truncated = cls.excerpt(payload)
+        return cls(
+            reason=reason,
+            detail=detail,
+            source=source,
+            partition=partition,
+            offset=offset,
+            index=index,
+            event_id=event_id,
+            rep_id=rep_id,
+            payload_excerpt=excerpt,
+            payload_truncated=truncated,
+            rejected_at=rejected_at,
+        )
 
     @staticmethod
     def excerpt(payload: bytes) -> tuple[str, bool]:

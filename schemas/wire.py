@@ -90,11 +90,11 @@ def decode_message(
         index: int | None = None,
         item: Any = None,
     ) -> None:
-        excerpt, truncated = DeadLetter.excerpt(raw)
         decoded.dead_letters.append(
-            DeadLetter(
-                reason=reason,
-                detail=detail,
+            DeadLetter.of(
+                reason,
+                detail,
+                raw,
                 source=origin.source,
                 partition=origin.partition,
                 offset=origin.offset,
@@ -102,8 +102,6 @@ def decode_message(
                 event_id=_string_field(item, "event_id"),
                 rep_id=_string_field(item, "rep_id")
                 or (key.decode("utf-8", "replace")[:MAX_ID_EXCERPT_CHARS] if key else None),
-                payload_excerpt=excerpt,
-                payload_truncated=truncated,
                 rejected_at=now,
             )
         )
@@ -188,14 +186,12 @@ def decode_rep_message(value: bytes | None, origin: MessageOrigin, now: datetime
     except ValidationError as exc:
         errors = exc.errors()
         json_error = bool(errors) and errors[0]["type"] == "json_invalid"
-        excerpt, truncated = DeadLetter.excerpt(raw)
-        return DeadLetter(
-            reason=DeadLetterReason.NOT_JSON if json_error else DeadLetterReason.INVALID,
-            detail=f"invalid rep record: {_describe(exc)}",
+        return DeadLetter.of(
+            DeadLetterReason.NOT_JSON if json_error else DeadLetterReason.INVALID,
+            f"invalid rep record: {_describe(exc)}",
+            raw,
             source=origin.source,
             partition=origin.partition,
             offset=origin.offset,
-            payload_excerpt=excerpt,
-            payload_truncated=truncated,
             rejected_at=now,
         )

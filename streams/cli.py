@@ -387,15 +387,13 @@ def reps_load(
                     )
             # Escaped: a file name or message holding "[...]" would otherwise be read as rich markup.
             console.print(f"[yellow]{escape(file.name)}:{number}: rejected: {escape(problem)}[/]")
-            excerpt, truncated = DeadLetter.excerpt(orjson.dumps(row) if row is not None else b"")
             dead_letters.append(
-                DeadLetter(
-                    reason=reason,
-                    detail=f"invalid rep record: {problem}",
+                DeadLetter.of(
+                    reason,
+                    f"invalid rep record: {problem}",
+                    orjson.dumps(row) if row is not None else b"",
                     source=f"file:{file.name}",
                     offset=number,
-                    payload_excerpt=excerpt,
-                    payload_truncated=truncated,
                     rejected_at=datetime.now(UTC),
                 )
             )

@@ -409,16 +409,14 @@ class RowError:
 
 def to_dead_letter(error: RowError, *, rejected_at: datetime) -> DeadLetter:
     """The dead letter of a rejected row (reason ``invalid``, the line number as offset)."""
-    excerpt, truncated = DeadLetter.excerpt(error.raw.encode("utf-8"))
     noun = "deal" if error.kind is ImportKind.DEALS else "rep"
-    return DeadLetter(
-        reason=DeadLetterReason.INVALID,
-        detail=f"invalid CRM {noun} row: {error.message}",
+    return DeadLetter.of(
+        DeadLetterReason.INVALID,
+        f"invalid CRM {noun} row: {error.message}",
+        error.raw.encode("utf-8"),
         source=error.source,
         offset=error.line,
         rep_id=error.rep_id[:MAX_ID_LENGTH] if error.rep_id else None,
-        payload_excerpt=excerpt,
-        payload_truncated=truncated,
         rejected_at=rejected_at,
     )
 

@@ -247,21 +247,17 @@ class BatchProcessor:
                 outcome.duplicates += 1
                 continue
             payload = event.model_dump_json(exclude_none=True).encode("utf-8")
-            excerpt, truncated = DeadLetter.excerpt(payload)
             outcome.dead_letters.append(
-                DeadLetter(
-                    reason=DeadLetterReason.TOO_LATE,
-                    detail=(
-                        f"occurred_at {event.occurred_at.isoformat()} is more than "
-                        f"{self._late_grace.days} days behind rep {event.rep_id}'s newest event"
-                    ),
+                DeadLetter.of(
+                    DeadLetterReason.TOO_LATE,
+                    f"occurred_at {event.occurred_at.isoformat()} is more than "
+                    f"{self._late_grace.days} days behind rep {event.rep_id}'s newest event",
+                    payload,
                     source=origin.source,
                     partition=origin.partition,
                     offset=origin.offset,
                     event_id=event.event_id,
                     rep_id=event.rep_id,
-                    payload_excerpt=excerpt,
-                    payload_truncated=truncated,
                     rejected_at=now,
                 )
             )
