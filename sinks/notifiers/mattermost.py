@@ -1,0 +1,58 @@
+"""Mattermost incoming webhook: one markdown message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from schemas.notification import Notification
+from schemas.routing import MattermostConfig, ReceiverConfig
+from sinks.notifiers import render
+from sinks.notifiers.http import HttpPoster
+
+_MAX_CHARS = 16_000  # Mattermost cuts posts at 16,383 characters
+
+
+def _escape(text: str) -> str:
+    """Keep names like ``rep_007`` from turning into italics."""
+    for char in ("\\", "*", "_", "`", "[", "]", "#"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+class MattermostNotifier:
+    def __init__(self, receiver: ReceiverConfig, *, poster: HttpPoster | None = None) -> None:
+        if not isinstance(receiver.destination, MattermostConfig):
+            raise TypeError(f"receiver {receiver.name} is not a mattermost receiver")
+        self._config = receiver.destination
+        self._name = receiver.name
+        self._timeout = receiver.timeout.total_seconds()
+        self._poster = poster or HttpPoster()
+
+    @property
+    def receiver(self) -> str:
+        return self._name
+
+    def render(self, notification: Notification) -> dict[str, Any]:
+        now = notification.created_at
+        parts = [f"#### {_escape(render.headline(notification))}"]
+        alerts, left_out = render.shown(notification)
+        for alert in alerts:
+            lines = [f"{render.severity_mark(alert)} **{_escape(render.alert_title(alert))}**"]
+            lines.extend(_escape(line) for line in render.plain_lines(alert, now))
+            if alert.dashboard_url:
+                lines.append(f"[Open board]({alert.dashboard_url})")
+            parts.append("\n".join(lines))
+        if left_out:
+            parts.append(f"_…and {left_out} more alerts_")
+        text = "\n\n".join(parts)[:_MAX_CHARS]
+        payload: dict[str, Any] = {"text": text}
+        if self._config.channel:
+            payload["channel"] = self._config.channel
+        if self._config.username:
+            payload["username"] = self._config.username
+        return payload
+
+    def send(self, notification: Notification) -> None:
+        body = json.dumps(self.render(notification), ensure_ascii=False).encode("utf-8")
+        self._poster.post(self._config.webhook_url, body, receiver=self._name, timeout=self._timeout)
