@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit tests/deploy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

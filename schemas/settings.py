@@ -104,6 +104,20 @@ class Settings(BaseSettings):
             "advancement. Matched case-insensitively; other stages are allowed but unranked."
         ),
     )
+    alert_rules_file: Path | None = Field(
+        default=None,
+        description="YAML file of alert rule settings (thresholds, windows, calendars); unset: the defaults.",
+    )
+    alert_routing_file: Path | None = Field(
+        default=None,
+        description=(
+            "YAML routing file: receivers (Slack, Teams, Mattermost, Google Chat, webhook, "
+            "Alertmanager) and routes; unset: alerts are evaluated and stored but sent nowhere."
+        ),
+    )
+    alert_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0, description="Seconds between evaluations of the alert rules by the alerter."
+    )
     late_grace_days: Annotated[int, Field(ge=1, le=3650)] = Field(
         default=35,
         description=(
@@ -128,6 +142,21 @@ class Settings(BaseSettings):
         default="memory://", description="Faust table store: memory:// or rocksdb:// (needs rocksdict)."
     )
     log_level: str = Field(default="INFO", description="Log level of salespulse's own loggers.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description=(
+            "Address a worker's Prometheus `/metrics` endpoint binds to. Loopback by default; "
+            "`0.0.0.0` inside a container so Prometheus can scrape it over the container network."
+        ),
+    )
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9464,
+        description=(
+            "TCP port of a worker's `/metrics` endpoint; 0 turns it off. When several workers share a "
+            "host, give each its own port (a worker whose port is taken runs on without metrics)."
+        ),
+    )
 
     @property
     def topics(self) -> TopicNames:

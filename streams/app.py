@@ -10,6 +10,9 @@ writes are idempotent anyway). A batch of messages is acknowledged only after
 
 A worker killed at any point therefore sees the unacknowledged messages again, and the processor's
 per-event deduplication makes the second pass count nothing twice.
+
+Each worker exports its metrics (``streams.metrics``) on ``/metrics`` at
+``SALESPULSE_METRICS_HOST:SALESPULSE_METRICS_PORT``, and samples its consumer lag periodically.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import faust
 import orjson
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.deadletter import DeadLetter
 from schemas.settings import Settings
@@ -32,6 +39,7 @@ from schemas.wire import MessageOrigin
 from sinks.base import Sink, SinkBatch
 from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect
 from sinks.errors import SinkError
+from streams.metrics import PipelineMetrics, start_metrics_server
 from streams.processor import BatchOutcome, BatchProcessor, RawMessage
 
 logger = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ logger = logging.getLogger(__name__)
 # How long a stopping worker waits for the batch in hand to be stored before it gives up and
 # exits without acknowledging it (the batch is then redelivered to the next worker).
 SHUTDOWN_GRACE_S = 20.0
+# How often a worker samples its consumer lag (committed vs end offsets of its partitions).
+CONSUMER_LAG_INTERVAL_S = 5.0
 
 
 def utc_now() -> datetime:
@@ -58,20 +68,29 @@ class PipelineWorker:
         sink: Sink,
         processor: BatchProcessor,
         send_dead_letter: Callable[[DeadLetter], Any],
+        *,
+        metrics: PipelineMetrics | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._settings = settings
         self._sink = sink
         self._processor = processor
         self._send_dead_letter = send_dead_letter
+        self.metrics = metrics if metrics is not None else PipelineMetrics()
+        self._clock = clock
         self.events_accepted = 0
         self.messages_done = 0
 
     async def handle(self, messages: list[RawMessage]) -> BatchOutcome:
+        self.metrics.batch_received(messages)
         outcome = await asyncio.to_thread(self._processor.process, messages)
+        self.metrics.batch_decoded(outcome)
         self._sink.write(outcome.sink_batch)
         await self._flush_until_stored(outcome.sink_batch)
+        self.metrics.batch_stored(outcome, stored_at=self._clock())
         for dead_letter in outcome.dead_letters:
             await self._send_dead_letter(dead_letter)
+        self.metrics.dead_letters_published(outcome.dead_letters)
         self.events_accepted += outcome.accepted
         self.messages_done += outcome.messages
         if outcome.dead_letters:
@@ -86,11 +105,13 @@ class PipelineWorker:
 
     async def _flush_until_stored(self, batch: SinkBatch) -> None:
         attempt = 0
+        rows = len(batch)
         while True:
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._sink.flush)
-                return
             except SinkError as exc:
+                self.metrics.clickhouse_write_failed(exc.table)
                 attempt += 1
                 # Full jitter keeps many workers from hammering a recovering ClickHouse in step.
                 cap = min(self._settings.sink_retry_max_seconds, 0.2 * 2**attempt)
@@ -102,11 +123,54 @@ class PipelineWorker:
                     delay,
                     exc,
                 )
+                self.metrics.clickhouse_write_retried()
                 await asyncio.sleep(delay)
+            else:
+                self.metrics.clickhouse_flushed(rows=rows, seconds=time.perf_counter() - started)
+                return
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> faust.App:
-    """Build the Faust app for ``settings``: one agent over the event and rep topics."""
+async def consumer_lag(
+    consumer: Any, admin: AIOKafkaAdminClient, group: str, topics: Collection[str]
+) -> dict[tuple[str, int], int]:
+    """Messages behind, per partition of ``topics`` assigned to this worker: the end offset minus
+    the group's committed offset, or minus the start of the partition where the group has committed
+    nothing. (Faust's own internal topics in the assignment are left out.)
+
+    The worker commits a message only after it is stored, so this is what is not stored yet.
+    """
+    assigned = sorted(tp for tp in consumer.assignment() if tp.topic in topics)
+    if not assigned:
+        return {}
+    # Faust's TP and aiokafka's TopicPartition are both (topic, partition) tuples: interchangeable keys.
+    partitions = [TopicPartition(tp.topic, tp.partition) for tp in assigned]
+    ends: dict[Any, int] = dict(await consumer.highwaters(*assigned))
+    committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+    offsets: dict[tuple[str, int], int] = {}
+    never_committed = []
+    for tp in partitions:
+        meta = committed.get(tp)
+        if meta is None or meta.offset < 0:
+            never_committed.append(tp)
+        else:
+            offsets[(tp.topic, tp.partition)] = meta.offset
+    if never_committed:
+        starts = await consumer.earliest_offsets(*never_committed)
+        offsets.update({(tp.topic, tp.partition): starts[tp] for tp in never_committed})
+    return {key: max(ends[key] - offset, 0) for key, offset in offsets.items()}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    metrics: PipelineMetrics | None = None,
+) -> faust.App:
+    """Build the Faust app for ``settings``: one agent over the event and rep topics.
+
+    ``metrics`` defaults to a fresh registry for this worker; it is served on ``/metrics`` once the
+    worker runs (see :func:`start_metrics_server`).
+    """
     if settings.kafka_bootstrap is None:
         raise ValueError("create_app needs settings.kafka_bootstrap; start the embedded runtime first")
     if settings.kafka_embedded_compat:
@@ -163,7 +227,12 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         delivered = await dead_letter_topic.send(key=key, value=value)
         await delivered
 
-    worker = PipelineWorker(settings, ClickHouseSink(client, database), processor, send_dead_letter)
+    metrics = metrics if metrics is not None else PipelineMetrics()
+    metrics.describe_worker(group=settings.consumer_group, topics=topics.consumed)
+    metrics.declare_topics(topics.consumed)
+    worker = PipelineWorker(
+        settings, ClickHouseSink(client, database), processor, send_dead_letter, metrics=metrics, clock=clock
+    )
     app.pipeline_worker = worker  # type: ignore[attr-defined]  # read by tests and the CLI
 
     @app.agent(source, name="salespulse.count_activity")
@@ -187,6 +256,53 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         # Another worker may own these reps now and move their state on; ours would go stale.
         if revoked:
             processor.forget_all()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def count_rebalance(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        metrics.rebalanced()
+
+    metrics_server: WSGIServer | None = None
+    lag_admin: AIOKafkaAdminClient | None = None
+    lag_failing = False
+
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves its decorators untyped
+    async def serve_metrics() -> None:
+        nonlocal metrics_server
+        metrics_server = start_metrics_server(settings, metrics.registry)
+
+    @app.timer(CONSUMER_LAG_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def sample_consumer_lag() -> None:
+        nonlocal lag_admin, lag_failing
+        try:
+            if lag_admin is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+                try:
+                    await admin.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await admin.close()
+                    raise
+                lag_admin = admin
+            metrics.set_consumer_lag(
+                await consumer_lag(app.consumer, lag_admin, settings.consumer_group, topics.consumed)
+            )
+            lag_failing = False
+        except Exception as exc:  # noqa: BLE001 - a metrics sampler must never stop the worker
+            metrics.consumer_lag_failed()
+            if not lag_failing:  # once per failure streak, not every few seconds of an outage
+                logger.warning(
+                    "cannot sample the consumer lag (retrying every %.0fs): %r", CONSUMER_LAG_INTERVAL_S, exc
+                )
+            lag_failing = True
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_metrics(app: faust.App, **kwargs: Any) -> None:
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.shutdown)
+            metrics_server.server_close()
+        if lag_admin is not None:
+            with contextlib.suppress(Exception):
+                await lag_admin.close()
 
     @app.on_after_configured.connect  # type: ignore[arg-type]
     def _configured(app: faust.App, **kwargs: Any) -> None:

@@ -90,6 +90,8 @@ class BatchOutcome:
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Valid events read per (topic, type), before the duplicate and lateness checks (for metrics).
+    decoded_by_source_type: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     reps_touched: set[str] = field(default_factory=set)
     unreadable_dead_letters: int = 0
 
@@ -146,6 +148,7 @@ class BatchProcessor:
             outcome.dead_letters.extend(decoded.dead_letters)
             for event in decoded.events:
                 events_by_rep[(event.rep_id, event.kind)].append((event, message.origin))
+                outcome.decoded_by_source_type[(message.origin.source, event.type)] += 1
 
         self._load_unseen_reps(events_by_rep)
         too_late: list[tuple[Event, MessageOrigin]] = []
