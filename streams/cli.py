@@ -10,10 +10,10 @@ import sys
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -36,6 +36,10 @@ from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.reps import Rep
 from schemas.settings import Settings
 from schemas.wire import Event, MessageOrigin, decode_message
+
+if TYPE_CHECKING:
+    from schemas.alert_rules import AlertRulesConfig
+    from streams.backtest import AlertOccurrence, BacktestResult
 
 app = typer.Typer(
     name="salespulse",
@@ -161,7 +165,8 @@ def demo(
         raise typer.Exit(130) from None
     console.print(
         f"done: {snapshot.stored_events:,} events stored in ClickHouse, "
-        f"{snapshot.dead_letters} dead letter(s) kept with their reasons."
+        f"{snapshot.dead_letters} dead letter(s) kept with their reasons, "
+        f"{snapshot.alerts_firing} early warning(s) firing (salespulse alerts list)."
     )
 
 
@@ -773,6 +778,279 @@ def _cell(key: str, value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if key != "avg_cycle_days" else f"{value:.1f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+# ---------------------------------------------------------------------------------------- alerts
+
+from streams.cli_alerts import alerter, alerts_app  # noqa: E402 - registered with the app here
+
+app.command()(alerter)
+app.add_typer(alerts_app, name="alerts")
+
+
+# -------------------------------------------------------------------------------------- backtest
+
+
+class BacktestFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+# Rejected lines printed one by one before only the count is kept.
+BACKTEST_REJECTS_SHOWN = 10
+
+
+@app.command()
+def backtest(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of canonical events (.gz ok).")
+    ],
+    reps: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Rep records (.csv or .jsonl, as for `reps load`): teams, quotas.",
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Alert rules YAML (default: the built-in settings)."),
+    ] = None,
+    output: Annotated[BacktestFormat, typer.Option("--format", help="table or json.")] = BacktestFormat.table,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False, help="Write an HTML report (index.html, one plot per alerted rep) here."
+        ),
+    ] = None,
+    every: Annotated[
+        int,
+        typer.Option(
+            min=1, max=168, help="Hours between evaluations (24: daily at 18:00 UTC; 1: hourly, ~20x slower)."
+        ),
+    ] = 24,
+    warnings: Annotated[
+        str | None,
+        typer.Option(
+            help="Rules scored as early warnings, comma-separated (default: activity_drop,conversion_drop,"
+            "no_activity; also pacing_forecast, pipeline_coverage_low)."
+        ),
+    ] = None,
+) -> None:
+    """Run the alert rules in event time over a history of events and score them: every alert, and
+    for each rep whether and when revenue fell and how long before it the first early warning came.
+
+    Offline: reads the files, starts no servers.
+    """
+    from schemas.alert_rules import AlertRulesConfig
+    from streams.backtest import EARLY_WARNING_RULES, Cadence, run_backtest
+
+    settings = load_settings()
+    configure_logging(settings)
+    _check_readable(file)
+    config = _backtest_rules(rules) if rules is not None else AlertRulesConfig()
+    early_warnings = (
+        tuple(name.strip() for name in warnings.split(",") if name.strip())
+        if warnings is not None
+        else EARLY_WARNING_RULES
+    )
+    records = _backtest_reps(reps) if reps is not None else []
+    try:
+        events = _read_backtest_events(file, settings)
+    except UnreadableFileError as exc:
+        raise fail(str(exc)) from None
+    if not events:
+        raise fail(f"{file} holds no valid events: nothing to backtest")
+    with Progress(
+        TextColumn("[bold]evaluating the rules"),
+        BarColumn(),
+        # Not "{task.total:,}": the total is None until the first step, and None cannot format with ",".
+        TextColumn("{task.fields[steps]} steps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("evaluate", total=None, steps="…")
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, steps=f"{done:,}/{total:,}")
+
+        try:
+            result = run_backtest(
+                events,
+                records,
+                config,
+                cadence=Cadence(every=timedelta(hours=every)),
+                deal_stages=settings.deal_stages,
+                early_warnings=early_warnings,
+                on_step=step,
+            )
+        except ValueError as exc:  # an unknown rule in --warnings
+            raise fail(f"--warnings: {exc}", 2) from None
+    if report is not None:
+        from streams.backtest_report import alerted_reps, write_report
+
+        with console.status("writing the report"):
+            written = write_report(result, report)
+        console.print(f"report: {written} ({len(alerted_reps(result))} alerted reps plotted)")
+    if output is BacktestFormat.json:
+        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    _print_backtest(result)
+
+
+def _backtest_rules(path: Path) -> AlertRulesConfig:
+    import yaml
+
+    from schemas.alert_rules import AlertRulesConfig
+
+    try:
+        return AlertRulesConfig.from_yaml(path.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        # pydantic's ValidationError is a ValueError; escaped, as its "[type=...]" reads as markup.
+        raise fail(f"--rules {path}: {exc}", 2) from None
+
+
+def _backtest_reps(path: Path) -> list[Rep]:
+    """The file's valid rep records; bad rows are printed with their line number and skipped."""
+    records: list[Rep] = []
+    try:
+        for number, row, error in _read_rep_rows(path):
+            problem = error[1] if error else ""
+            if row is not None:
+                try:
+                    records.append(Rep.model_validate(row))
+                    continue
+                except ValidationError as exc:
+                    problem = "; ".join(
+                        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
+                    )
+            console.print(f"[yellow]{escape(path.name)}:{number}: rep record skipped: {escape(problem)}[/]")
+    except UnicodeDecodeError as exc:
+        raise fail(
+            f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
+    if not records:
+        raise fail(f"--reps {path}: no valid rep records")
+    return records
+
+
+def _read_backtest_events(path: Path, settings: Settings) -> list[Event]:
+    """Every valid event of the file, through the same decoder as every other input; rejected lines
+    are reported (the first few each, then a count), not dead-lettered: nothing is published."""
+    events: list[Event] = []
+    rejected = 0
+    source = f"file:{path.name}"
+    raw, lines = _open_lines(path)
+    try:
+        with _byte_progress() as progress:
+            task = progress.add_task(f"reading {path.name}", total=path.stat().st_size)
+            for number, line in _numbered_lines(path, lines):
+                stripped = line.strip()
+                if not stripped:
+                    continue
+                decoded = decode_message(
+                    None,
+                    stripped,
+                    MessageOrigin(source, None, number),
+                    datetime.now(UTC),
+                    settings.max_message_bytes,
+                )
+                for dead_letter in decoded.dead_letters:
+                    rejected += 1
+                    if rejected <= BACKTEST_REJECTS_SHOWN:
+                        console.print(
+                            f"[yellow]{escape(path.name)}:{number}: rejected ({dead_letter.reason}): "
+                            f"{escape(dead_letter.detail)}[/]"
+                        )
+                events.extend(decoded.events)
+                if number % 2000 == 0:
+                    progress.update(task, completed=raw.tell())
+            progress.update(task, completed=path.stat().st_size)
+    finally:
+        raw.close()
+    if rejected:
+        console.print(f"[yellow]{rejected:,} line(s) rejected; {len(events):,} events read[/]")
+    return events
+
+
+def _print_backtest(result: BacktestResult) -> None:
+    by_rule = Table(title="alerts by rule")
+    for header in ("rule", "scope", "occurrences", "keys", "median days firing", "firing at the end"):
+        by_rule.add_column(header, justify="left" if header in ("rule", "scope") else "right")
+    groups: dict[tuple[str, str], list[AlertOccurrence]] = {}
+    for alert in result.alerts:
+        groups.setdefault((alert.rule, str(alert.scope)), []).append(alert)
+    for (rule, scope), alerts in sorted(groups.items()):
+        durations = [
+            (a.resolved_at - a.fired_at) / timedelta(days=1) for a in alerts if a.resolved_at is not None
+        ]
+        by_rule.add_row(
+            rule,
+            scope,
+            f"{len(alerts):,}",
+            f"{len({a.key for a in alerts}):,}",
+            f"{sorted(durations)[len(durations) // 2]:.1f}" if durations else "-",
+            f"{sum(1 for a in alerts if a.resolved_at is None):,}",
+        )
+    out.print(by_rule)
+
+    per_rep = Table(title="reps: early warnings and revenue")
+    for header in (
+        "rep",
+        "team",
+        "alerts",
+        "early warnings",
+        "first warning",
+        "revenue fell on",
+        "warned by",
+        "lead days",
+    ):
+        per_rep.add_column(header, justify="left" if header in ("rep", "team", "warned by") else "right")
+    for rep in result.reps:
+        drop = rep.revenue_drop
+        per_rep.add_row(
+            rep.rep_id,
+            rep.team or "-",
+            f"{rep.alerts:,}",
+            f"{rep.early_warnings:,}",
+            f"{rep.first_warning_at:%Y-%m-%d}" if rep.first_warning_at else "-",
+            drop.fell_on.isoformat() if drop else "-",
+            rep.warning_rule or "-",
+            str(rep.lead_days) if rep.lead_days is not None else "-",
+        )
+    out.print(per_rep)
+
+    scores = Table(title="early warnings against revenue drops")
+    headers = ("early warnings", "precision", "recall", "median lead days", "alerted: fell", "fell: warned")
+    for header in headers:
+        scores.add_column(header, justify="left" if header == "early warnings" else "right")
+    rows = [(", ".join(result.scores.rules), result.scores)]
+    rows += [(f"{rule} alone", rule_scores) for rule, rule_scores in result.rule_scores.items()]
+    for label, score in rows:
+        scores.add_row(
+            label,
+            f"{score.precision:.0%}" if score.precision is not None else "-",
+            f"{score.recall:.0%}" if score.recall is not None else "-",
+            f"{score.median_lead_days:.0f}" if score.median_lead_days is not None else "-",
+            f"{score.alerted_reps_fell}/{score.alerted_reps}",
+            f"{score.reps_fell_warned}/{score.reps_fell}",
+        )
+    out.print(scores)
+    out.print(
+        f"{result.events:,} events, {result.steps:,} evaluations, {len(result.alerts):,} alert occurrences; "
+        f"precision {_share(result.scores.precision)}, recall {_share(result.scores.recall)}, "
+        f"median lead {_share_days(result.scores.median_lead_days)}"
+    )
+
+
+def _share(value: float | None) -> str:
+    return f"{value:.0%}" if value is not None else "n/a"
+
+
+def _share_days(value: float | None) -> str:
+    return f"{value:.0f} days" if value is not None else "n/a"
 
 
 def main() -> None:

@@ -69,6 +69,7 @@ class Snapshot:
     last_7d: list[dict[str, Any]] = field(default_factory=list)
     prior_7d: dict[str, dict[str, Any]] = field(default_factory=dict)
     as_of: date | None = None
+    alerts_firing: int = 0
 
 
 def publish_rate(options: DemoOptions, spec: OrgSpec) -> float:
@@ -164,6 +165,63 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     return snapshot
 
 
+# How many early warnings the demo lists (warnings first, then informational ones).
+SHOWN_ALERTS = 8
+
+
+class DemoAlerts:
+    """The alerter, run in the demo's own process on the demo's clock: the newest published event's
+    time, so the rules see the history as if it were happening now (wall-clock time would find
+    weeks of not-yet-streamed history and call everyone idle)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from sinks.clickhouse import connect
+        from streams.alerter import Alerter, BookStore, load_rules
+
+        state = settings.home.expanduser().resolve() / "demo-alerter"
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "alert-book.json").unlink(missing_ok=True)  # the demo's database is new too
+        self._alerter = Alerter(
+            settings,
+            connect(settings),
+            rules=load_rules(settings),
+            routing=None,
+            outbox=None,
+            book_store=BookStore(state / "alert-book.json"),
+        )
+        self.as_of: datetime | None = None
+        self.firing: list[tuple[str, str, str, str]] = []  # (severity, rule, who, summary)
+
+    def tick(self, now: datetime, names: dict[str, str]) -> None:
+        self._alerter.tick(now)
+        self.as_of = now
+        views = [v for v in self._alerter.book.alerts(now) if v.alert.ends_at is None]
+        order = {"critical": 0, "warning": 1, "info": 2}
+        views.sort(key=lambda v: (order.get(str(v.alert.severity), 3), v.alert.rule, v.alert.key))
+        self.firing = [
+            (
+                str(v.alert.severity),
+                v.alert.rule,
+                names.get(v.alert.key, v.alert.key) + (f" · {v.alert.detail}" if v.alert.detail else ""),
+                v.alert.summary,
+            )
+            for v in views
+        ]
+
+    def render(self) -> Panel:
+        if self.as_of is None:
+            return Panel("[dim]waiting for the first weeks of history...[/]", title="Early warnings")
+        lines = [
+            f"[{'bold red' if severity != 'info' else 'yellow'}]{severity:<8}[/] [bold]{rule}[/] {who}: "
+            f"[dim]{summary}[/]"
+            for severity, rule, who, summary in self.firing[:SHOWN_ALERTS]
+        ]
+        if len(self.firing) > SHOWN_ALERTS:
+            lines.append(f"[dim]... and {len(self.firing) - SHOWN_ALERTS} more (salespulse alerts list)[/]")
+        title = f"Early warnings as of {self.as_of:%Y-%m-%d %H:%M} UTC: {len(self.firing)} firing"
+        return Panel("\n".join(lines) or "[green]none[/]", title=title)
+
+
 async def _stream_with_display(
     settings: Settings,
     options: DemoOptions,
@@ -198,6 +256,10 @@ async def _stream_with_display(
         events = (event.model_copy(update={"event_id": tag + event.event_id}) for event in events)
     exhausted = False
     next_refresh = 0.0
+    newest_event_at = spec.start
+    names = {rep.rep_id: rep.name for rep in org.reps}
+    alerts = await asyncio.to_thread(DemoAlerts, settings)
+    next_alert_tick = 0.0
 
     def view() -> Group:
         header = (
@@ -205,7 +267,9 @@ async def _stream_with_display(
             f"dead letters: [bold]{snapshot.dead_letters}[/] · "
             f"{'history published' if exhausted else 'streaming history'} · Ctrl-C to stop"
         )
-        return Group(Panel(header, title="salespulse demo"), progress, render_table(snapshot, fading))
+        return Group(
+            Panel(header, title="salespulse demo"), progress, render_table(snapshot, fading), alerts.render()
+        )
 
     with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
         while True:
@@ -224,6 +288,7 @@ async def _stream_with_display(
                         progress.update(stored_task, total=publisher.stats.events)
                         break
                     as_of = max(as_of, event.occurred_at.date())
+                    newest_event_at = max(newest_event_at, event.occurred_at)
                     await publisher.publish(event)
                 await publisher.flush_due()
                 elapsed = max(now - began, 1e-6)
@@ -236,6 +301,16 @@ async def _stream_with_display(
                 next_refresh = now + 1.0
                 snapshot = await asyncio.to_thread(read_snapshot, settings, as_of)
                 progress.update(stored_task, completed=snapshot.stored_events)
+                # Evaluate the rules once the worker has caught up with what was published (lag
+                # would read as missing activity) and four weeks of history give a baseline.
+                caught_up = snapshot.stored_events >= 0.99 * publisher.stats.events
+                if (
+                    caught_up
+                    and now >= next_alert_tick
+                    and newest_event_at - spec.start >= timedelta(days=28)
+                ):
+                    next_alert_tick = now + 3.0
+                    await asyncio.to_thread(alerts.tick, newest_event_at, names)
                 live.update(view())
                 if exhausted and deadline is None and snapshot.stored_events >= publisher.stats.events:
                     break
@@ -244,5 +319,8 @@ async def _stream_with_display(
         await wait_until_consumed(settings, settings.topics.consumed, timeout_s=60)
         snapshot = await asyncio.to_thread(read_snapshot, settings, as_of)
         progress.update(stored_task, completed=snapshot.stored_events)
+        if newest_event_at - spec.start >= timedelta(days=28):
+            await asyncio.to_thread(alerts.tick, newest_event_at, names)
         live.update(view())
+    snapshot.alerts_firing = len(alerts.firing)
     return snapshot

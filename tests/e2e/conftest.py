@@ -65,10 +65,14 @@ class Cli:
         return env
 
     def run(self, *args: str, timeout: float = 120.0) -> CliResult:
+        return self.run_with({}, *args, timeout=timeout)
+
+    def run_with(self, extra_env: dict[str, str], *args: str, timeout: float = 120.0) -> CliResult:
+        """``run`` with more environment variables (settings) for this one command."""
         completed = subprocess.run(
             [str(SALESPULSE), *args],
             cwd=self.cwd,
-            env=self.env(),
+            env=self.env() | extra_env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -47,6 +47,7 @@ TABLES = [
     "rep_modes",
     "reps",
     "schema_migrations",
+    "silences",
 ]
 
 
@@ -127,6 +128,7 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (5, "deals"),
         (6, "alerts"),
         (7, "rep_modes"),
+        (8, "silences"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -152,6 +154,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (5, "deals"),
         (6, "alerts"),
         (7, "rep_modes"),
+        (8, "silences"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
@@ -166,6 +169,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (5, "deals"),
         (6, "alerts"),
         (7, "rep_modes"),
+        (8, "silences"),
     ]
 
 

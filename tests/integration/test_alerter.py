@@ -1,0 +1,121 @@
+"""The alerter against the real embedded ClickHouse and a real local HTTP receiver: rules on stored
+data, alerts stored, one grouped message per team, nothing sent twice, no_activity on silence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_notifiers import LocalReceiver, routing_for
+from test_pipeline import isolated_pipeline
+
+from schemas.alert_rules import AlertRulesConfig
+from schemas.settings import Settings
+from schemas.wire import MessageOrigin, encode_batch
+from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect
+from streams.alerter import Alerter, BookStore
+from streams.processor import BatchProcessor, RawMessage
+from streams.runtime.supervisor import EmbeddedRuntime
+from streams.synthetic import OrgSpec, generate_org, iter_events
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 2, tzinfo=UTC)
+DAYS = 70
+
+
+def store_history(settings: Settings, spec: OrgSpec) -> list[str]:
+    """Run the org's events and rep records through the worker's processing step into ClickHouse;
+    returns the ids of the fading reps."""
+    org = generate_org(spec)
+    client = connect(settings)
+    sink = ClickHouseSink(client, settings.clickhouse_database)
+    step = BatchProcessor(
+        history=ClickHouseHistory(connect(settings), settings.clickhouse_database),
+        late_grace=timedelta(days=settings.late_grace_days),
+        clock=lambda: START + timedelta(days=DAYS),
+        rep_topic="reps",
+        max_message_bytes=settings.max_message_bytes,
+        deal_stages=settings.deal_stages,
+    )
+    reps = [
+        RawMessage(r.rep_id.encode(), r.model_dump_json().encode(), MessageOrigin("reps")) for r in org.reps
+    ]
+    step.process(reps)
+    buffer: dict[tuple[str, str], list] = {}  # type: ignore[type-arg]
+    messages: list[RawMessage] = list(reps)
+    for event in iter_events(org, spec):
+        key = (event.kind, event.rep_id)
+        buffer.setdefault(key, []).append(event)
+        if len(buffer[key]) == 200:
+            messages.append(
+                RawMessage(event.rep_id.encode(), encode_batch(buffer.pop(key)), MessageOrigin("x"))
+            )
+    messages += [RawMessage(k[1].encode(), encode_batch(v), MessageOrigin("x")) for k, v in buffer.items()]
+    for i in range(0, len(messages), 300):
+        sink.write(step.process(messages[i : i + 300]).sink_batch)
+        sink.flush()
+    sink.close()
+    return list(org.fading_rep_ids)
+
+
+def alert_rows(settings: Settings) -> list[tuple[str, str, str, str]]:
+    client = connect(settings)
+    try:
+        return client.execute(
+            f"SELECT rule, scope, key, status FROM {settings.clickhouse_database}.alerts FINAL "
+            "ORDER BY rule, key"
+        )
+    finally:
+        client.disconnect()
+
+
+def test_alerts_are_evaluated_stored_grouped_per_team_and_sent_once(
+    runtime: EmbeddedRuntime, tmp_path: Path
+) -> None:
+    receiver = LocalReceiver()
+    try:
+        with isolated_pipeline(runtime) as settings:
+            spec = OrgSpec(reps=9, teams=3, days=DAYS, start=START, seed=3, fading_reps=2, fade_at=0.8)
+            fading = store_history(settings, spec)
+            routing = routing_for({"name": "chat", "webhook": {"url": receiver.url("/hook")}})
+            from sinks.notifiers.outbox import SqliteOutbox
+
+            def make_alerter() -> Alerter:
+                return Alerter(
+                    settings,
+                    connect(settings),
+                    rules=AlertRulesConfig(),
+                    routing=routing,
+                    outbox=SqliteOutbox(tmp_path / "outbox.sqlite3"),
+                    book_store=BookStore(tmp_path / "book.json"),
+                )
+
+            now = START + timedelta(days=DAYS, hours=18)
+            alerter = make_alerter()
+            first = alerter.tick(now)
+            dropped = {t.alert.key for t in first.transitions if t.alert.rule == "activity_drop"}
+            assert set(fading) <= dropped, (fading, [t.alert.summary for t in first.transitions])
+            stored = alert_rows(settings)
+            assert {(rule, key) for rule, _, key, status in stored if status == "firing"} >= {
+                ("activity_drop", rep) for rep in fading
+            }
+            # One message per group (team), not one per alert.
+            teams = {t.alert.labels.get("team") for t in first.transitions}
+            assert 1 <= len(receiver.requests) <= len(teams)
+            sent = list(receiver.requests)
+
+            # The same evaluation again, after a restart: nothing new to say, nothing sent twice.
+            alerter.close()
+            again = make_alerter()
+            second = again.tick(now + timedelta(minutes=1))
+            assert second.transitions == []
+            assert receiver.requests == sent
+
+            # Three silent working days later: no_activity fires from the timer alone.
+            later = again.tick(now + timedelta(days=3))
+            assert any(t.alert.rule == "no_activity" for t in later.transitions)
+            again.close()
+    finally:
+        receiver.down()
