@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    alerter_metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9465,
+        description=(
+            "TCP port of the alerter's `/metrics` endpoint (on SALESPULSE_METRICS_HOST); 0 turns it off."
+        ),
+    )
+
     @property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_prefix)

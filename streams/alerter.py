@@ -44,6 +44,7 @@ from sinks.queries import stored_reps
 from streams.alerts.lifecycle import AlertBook, Silence, Transition
 from streams.alerts.rules import RULES, RepView, evaluate, modes_of
 from streams.kpi.deals import DEAL_EVENT_TYPES, DealBook, stage_ranks
+from streams.metrics import PipelineMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class Alerter:
         outbox: Outbox | None,
         book_store: BookStore,
         delivery: Delivery | None = None,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._client = client
@@ -168,9 +170,14 @@ class Alerter:
         if self._delivery is None and routing is not None and outbox is not None:
             self._delivery = Delivery.from_routing(outbox, routing)
         self._modes = self._latest_modes()
+        self._metrics = metrics
+        if metrics is not None and routing is not None:
+            metrics.declare_receivers(receiver.name for receiver in routing.receivers)
 
     @classmethod
-    def from_settings(cls, settings: Settings, client: Client) -> Alerter:
+    def from_settings(
+        cls, settings: Settings, client: Client, metrics: PipelineMetrics | None = None
+    ) -> Alerter:
         routing = load_routing(settings.alert_routing_file) if settings.alert_routing_file else None
         home = settings.home.expanduser().resolve() / "alerter"
         outbox = SqliteOutbox(home / "outbox.sqlite3") if routing is not None else None
@@ -181,6 +188,7 @@ class Alerter:
             routing=routing,
             outbox=outbox,
             book_store=BookStore(home / "alert-book.json"),
+            metrics=metrics,
         )
 
     def _latest_modes(self) -> dict[str, ManagementMode]:
@@ -229,14 +237,31 @@ class Alerter:
             notes = self.book.plan_notifications(now)
             result.notifications = self._outbox.enqueue(notes, now)
         self._book_store.save(self.book.to_dict())
-        if self._delivery is not None:
-            result.delivery = self._delivery.deliver_due(now)
+        if self._metrics is not None:
+            firing_by_rule = dict.fromkeys(RULES, 0)
+            for view in self.book.alerts(now):
+                firing_by_rule[view.alert.rule] = firing_by_rule.get(view.alert.rule, 0) + 1
+            self._metrics.set_alerts_firing(firing_by_rule)
+        result.delivery = self.deliver(now)
         for transition in result.transitions:
             logger.info("alert %s: %s", transition.status, transition.alert.summary)
         return result
 
     def deliver(self, now: datetime) -> DeliveryReport | None:
-        return self._delivery.deliver_due(now) if self._delivery is not None else None
+        if self._delivery is None:
+            return None
+        report = self._delivery.deliver_due(now)
+        if self._metrics is not None and self._outbox is not None:
+            for ids, count in (
+                (report.sent, self._metrics.notification_sent),
+                (report.retrying, self._metrics.notification_retried),
+                (report.failed, self._metrics.notification_failed),
+            ):
+                for notification_id in ids:
+                    entry = self._outbox.get(notification_id)
+                    if entry is not None:
+                        count(entry.receiver)
+        return report
 
     def _store(self, result: TickResult, now: datetime) -> None:
         if result.transitions:

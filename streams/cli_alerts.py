@@ -61,6 +61,7 @@ def alerter(
     from sinks.clickhouse import connect
     from sinks.migrate import apply_migrations
     from streams.alerter import Alerter, run_forever
+    from streams.metrics import PipelineMetrics, start_metrics_server
     from streams.runtime.supervisor import EmbeddedRuntime
 
     settings = _settings()
@@ -73,8 +74,9 @@ def alerter(
         live = runtime.settings_for_children()
         client = connect(live)
         apply_migrations(client, live.clickhouse_database)  # idempotent: the alerter may start first
+        metrics = PipelineMetrics()
         try:
-            service = Alerter.from_settings(live, client)
+            service = Alerter.from_settings(live, client, metrics)
         except RoutingError as exc:
             raise _fail(f"routing file: {exc}", 2) from None
         if once:
@@ -89,6 +91,9 @@ def alerter(
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, stop)
+        server = start_metrics_server(
+            live.model_copy(update={"metrics_port": live.alerter_metrics_port}), metrics.registry
+        )
         try:
             run_forever(
                 service,
@@ -98,6 +103,8 @@ def alerter(
             )
         finally:
             service.close()
+            if server is not None:
+                server.shutdown()
 
 
 def _query_alerts(settings: Settings, status: StatusFilter) -> list[dict[str, Any]]:
