@@ -11,13 +11,18 @@ Every tick, in this order (so a crash at any point neither loses nor repeats a m
 1. read the reps' recent daily counters, deals and last activity from ClickHouse (``RepView``);
 2. evaluate the rules at ``now`` (``streams.alerts.rules``) and apply them to the alert book
    (``streams.alerts.lifecycle``): firing and resolved transitions;
-3. store the transitions (table ``alerts``) and management-mode changes (table ``rep_modes``);
+3. store the transitions (table ``alerts``) and management-mode changes (table ``rep_modes``), and
+   publish the transitions on the alerts topic;
 4. put the planned notifications in the outbox (durable, idempotent by notification id);
 5. save the alert book; 6. deliver what is due from the outbox.
+
+A tick that fails half-way goes back to the last saved book (``reload``), so its transitions come
+again at the next tick: stored and published at least once, queued exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -233,6 +238,7 @@ class Alerter:
                 result.mode_changes.append((rep_id, decision.mode, decision.reason))
                 self._modes[rep_id] = decision.mode
         self._store(result, now)
+        self._publish(result.transitions)
         if self._routing is not None and self._outbox is not None:
             notes = self.book.plan_notifications(now)
             result.notifications = self._outbox.enqueue(notes, now)
@@ -280,6 +286,37 @@ class Alerter:
                 ],
                 types_check=False,
             )
+
+    def _publish(self, transitions: list[Transition]) -> None:
+        """Every transition on the alerts topic (keyed by fingerprint), for other consumers."""
+        if not transitions or self._settings.kafka_bootstrap is None:
+            return
+        from streams.kafka import start_producer
+
+        async def send() -> None:
+            producer = await start_producer(self._settings)
+            try:
+                for transition in transitions:
+                    body = {"status": str(transition.status), "at": transition.at.isoformat()}
+                    body |= transition.alert.to_dict()
+                    await producer.send(
+                        self._settings.topics.alerts,
+                        key=transition.alert.fingerprint.encode(),
+                        value=json.dumps(body).encode(),
+                    )
+                await producer.flush()
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+
+    def reload(self) -> None:
+        """Back to the last saved book, after a tick failed half-way: its transitions were applied
+        in memory but perhaps not stored, published or queued, so the next tick must see them again."""
+        saved = self._book_store.load()
+        routing = self._routing or _STORE_ONLY_ROUTING
+        self.book = AlertBook.from_dict(saved, routing) if saved else AlertBook(routing)
+        self._modes = self._latest_modes()
 
     def close(self) -> None:
         if self._outbox is not None:

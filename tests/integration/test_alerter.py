@@ -3,10 +3,14 @@ data, alerts stored, one grouped message per team, nothing sent twice, no_activi
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from test_notifiers import LocalReceiver, routing_for
 from test_pipeline import isolated_pipeline
 
@@ -60,6 +64,26 @@ def store_history(settings: Settings, spec: OrgSpec) -> list[str]:
     return list(org.fading_rep_ids)
 
 
+async def read_topic(settings: Settings, topic: str, expected: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        for _ in range(40):
+            batches = await consumer.getmany(timeout_ms=250)
+            found += [json.loads(r.value) for records in batches.values() for r in records]
+            if len(found) >= expected:
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
 def alert_rows(settings: Settings) -> list[tuple[str, str, str, str]]:
     client = connect(settings)
     try:
@@ -101,6 +125,10 @@ def test_alerts_are_evaluated_stored_grouped_per_team_and_sent_once(
             assert {(rule, key) for rule, _, key, status in stored if status == "firing"} >= {
                 ("activity_drop", rep) for rep in fading
             }
+            published = asyncio.run(read_topic(settings, settings.topics.alerts, len(first.transitions)))
+            assert sorted(m["fingerprint"] for m in published) == sorted(
+                t.alert.fingerprint for t in first.transitions
+            )
             # One message per group (team), not one per alert.
             teams = {t.alert.labels.get("team") for t in first.transitions}
             assert 1 <= len(receiver.requests) <= len(teams)
