@@ -47,7 +47,7 @@ from sinks.notifiers.delivery import Delivery, DeliveryReport
 from sinks.notifiers.outbox import Outbox, SqliteOutbox
 from sinks.queries import stored_reps
 from streams.alerts.lifecycle import AlertBook, Silence, Transition
-from streams.alerts.rules import RULES, RepView, evaluate, modes_of
+from streams.alerts.rules import OVERSIGHT_SHIFT, RULES, RepView, evaluate, modes_of, oversight_shifts
 from streams.kpi.deals import DEAL_EVENT_TYPES, DealBook, stage_ranks
 from streams.metrics import PipelineMetrics
 
@@ -230,9 +230,9 @@ class Alerter:
         views = load_views(self._client, self._database, now, self._rules, self._settings.deal_stages)
         result.views = len(views)
         firing = {view.alert.fingerprint for view in self.book.alerts(now) if view.alert.ends_at is None}
-        candidates = evaluate(views, now, self._rules, firing)
+        candidates = evaluate(views, now, self._rules, firing) + oversight_shifts(views, now, self._rules)
         result.candidates = len(candidates)
-        result.transitions = self.book.observe(candidates, now, RULES)
+        result.transitions = self.book.observe(candidates, now, (*RULES, OVERSIGHT_SHIFT))
         for rep_id, decision in modes_of(views, now, self._rules).items():
             if self._modes.get(rep_id) != decision.mode:
                 result.mode_changes.append((rep_id, decision.mode, decision.reason))

@@ -322,6 +322,40 @@ def evaluate(
     return sorted(candidates, key=lambda c: (c.rule, c.scope.value, c.key, c.detail))
 
 
+OVERSIGHT_SHIFT = "oversight_shift"
+
+
+def oversight_shifts(
+    views: Iterable[RepView], now: datetime, config: AlertRulesConfig
+) -> list[AlertCandidate]:
+    """An informational alert for every seasoned rep currently watched on activity rules because
+    outcomes fell short (the "freedom box" shrank): it fires when the shift starts and resolves
+    when outcomes recover, so the manager hears of both in chat."""
+    candidates: list[AlertCandidate] = []
+    without_shifts = config.model_copy(update={"modes": config.modes.model_copy(update={"enabled": False})})
+    for view in views:
+        decision = effective_mode(view, now, config)
+        base = effective_mode(view, now, without_shifts)
+        if base.mode is not ManagementMode.SEASONED or decision.mode is base.mode:
+            continue
+        name = view.rep.name if view.rep is not None else view.rep_id
+        candidates.append(
+            AlertCandidate(
+                rule=OVERSIGHT_SHIFT,
+                scope=Scope.REP,
+                key=view.rep_id,
+                severity=Severity.INFO,
+                value=0.0,
+                baseline=None,
+                summary=f"{name} is now managed on activity floors: {decision.reason}",
+                action=f"Agree an activity plan with {name}; outcome rules return after a month on target",
+                observed_at=now,
+                labels=_rep_labels(view, decision.mode),
+            )
+        )
+    return candidates
+
+
 def modes_of(views: Iterable[RepView], now: datetime, config: AlertRulesConfig) -> dict[str, ModeDecision]:
     """Every rep's management mode at ``now`` (what :func:`evaluate` uses), by rep id."""
     return {view.rep_id: effective_mode(view, now, config) for view in views}

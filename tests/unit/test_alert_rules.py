@@ -858,6 +858,21 @@ def test_seasoned_rep_moves_to_activity_after_missed_months_and_back() -> None:
     )
 
 
+def test_an_oversight_shift_is_announced_while_it_lasts() -> None:
+    from streams.alerts.rules import oversight_shifts
+
+    config = AlertRulesConfig()
+    rep = make_rep(quota=10_000, mode=ManagementMode.SEASONED)
+    history = {"2026-02": 12_000, "2026-03": 5_000, "2026-04": 7_000}
+    shifted = oversight_shifts([view(rep, deals=months_of_wins(history))], NOW, config)
+    assert [(c.rule, c.key, c.severity) for c in shifted] == [("oversight_shift", rep.rep_id, Severity.INFO)]
+    assert "managed on activity floors" in shifted[0].summary and "2026-03: 50%" in shifted[0].summary
+    recovered = months_of_wins({**history, "2026-05": 8_000})
+    assert oversight_shifts([view(rep, deals=recovered)], datetime(2026, 6, 3, tzinfo=UTC), config) == []
+    developing = make_rep(quota=10_000, mode=ManagementMode.DEVELOPING)
+    assert oversight_shifts([view(developing, deals=months_of_wins(history))], NOW, config) == []
+
+
 def test_modes_decide_the_severity_of_activity_and_outcome_rules() -> None:
     config = only("activity_drop", "pipeline_coverage_low")
     history = drop_history(6)
