@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 
+from schemas.alert_rules import AlertRulesConfig
 from schemas.wire import event_to_json
 from streams.backtest import EARLY_WARNING_RULES, WARNING_RULES, BacktestResult, run_backtest
 from streams.kpi.activity import utc_day
@@ -83,7 +84,9 @@ def main() -> None:
     parser.add_argument("--fading", type=int, default=5)
     parser.add_argument("--fade-at", type=float, default=0.45)
     parser.add_argument("--write", type=Path, help="Also write each seed's history files here.")
+    parser.add_argument("--rules", type=Path, help="Alert rules YAML (default: the built-in settings).")
     args = parser.parse_args()
+    config = AlertRulesConfig.from_yaml(args.rules.read_text()) if args.rules else None
 
     pooled = {"alerted": 0, "alerted_fell": 0, "fell": 0, "fell_warned": 0}
     leads: list[int] = []
@@ -107,7 +110,7 @@ def main() -> None:
         if args.write is not None:
             write_history(org, args.write)
         began = time.perf_counter()
-        result = run_backtest(iter_events(org), org.reps, deal_stages=DEAL_STAGES)
+        result = run_backtest(iter_events(org), org.reps, config, deal_stages=DEAL_STAGES)
         seconds = time.perf_counter() - began
         scores = result.scores
         precision = ratio(scores.alerted_reps_fell, scores.alerted_reps)
