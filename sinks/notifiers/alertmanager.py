@@ -8,33 +8,29 @@ one with its real ``endsAt``, which resolves it at once.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import SecretStr
 
 from schemas.notification import Notification, utc_text
 from schemas.routing import AlertmanagerConfig, ReceiverConfig
+from sinks.notifiers.base import JsonPostNotifier
 from sinks.notifiers.http import HttpPoster
 from sinks.notifiers.webhook import alert_annotations, alert_labels
 
 API_PATH = "/api/v2/alerts"
 
 
-class AlertmanagerNotifier:
+class AlertmanagerNotifier(JsonPostNotifier[AlertmanagerConfig]):
+    config_type = AlertmanagerConfig
+
     def __init__(self, receiver: ReceiverConfig, *, poster: HttpPoster | None = None) -> None:
-        if not isinstance(receiver.destination, AlertmanagerConfig):
-            raise TypeError(f"receiver {receiver.name} is not an alertmanager receiver")
-        self._config = receiver.destination
-        self._name = receiver.name
-        self._timeout = receiver.timeout.total_seconds()
-        self._poster = poster or HttpPoster()
+        super().__init__(receiver, poster=poster)
         base = self._config.url.get_secret_value().rstrip("/")
         self._endpoint = SecretStr(base + API_PATH)
 
-    @property
-    def receiver(self) -> str:
-        return self._name
+    def _url(self) -> SecretStr:
+        return self._endpoint
 
     def render(self, notification: Notification) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -50,7 +46,3 @@ class AlertmanagerNotifier:
                 item["generatorURL"] = alert.dashboard_url
             items.append(item)
         return items
-
-    def send(self, notification: Notification) -> None:
-        body = json.dumps(self.render(notification), ensure_ascii=False).encode("utf-8")
-        self._poster.post(self._endpoint, body, receiver=self._name, timeout=self._timeout)

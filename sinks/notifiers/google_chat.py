@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 from schemas.notification import Notification
-from schemas.routing import GoogleChatConfig, ReceiverConfig
+from schemas.routing import GoogleChatConfig
 from sinks.notifiers import render
-from sinks.notifiers.http import HttpPoster
+from sinks.notifiers.base import JsonPostNotifier
 
 
-class GoogleChatNotifier:
-    def __init__(self, receiver: ReceiverConfig, *, poster: HttpPoster | None = None) -> None:
-        if not isinstance(receiver.destination, GoogleChatConfig):
-            raise TypeError(f"receiver {receiver.name} is not a google_chat receiver")
-        self._config = receiver.destination
-        self._name = receiver.name
-        self._timeout = receiver.timeout.total_seconds()
-        self._poster = poster or HttpPoster()
-
-    @property
-    def receiver(self) -> str:
-        return self._name
+class GoogleChatNotifier(JsonPostNotifier[GoogleChatConfig]):
+    config_type = GoogleChatConfig
 
     def render(self, notification: Notification) -> dict[str, Any]:
         now = notification.created_at
@@ -54,7 +43,3 @@ class GoogleChatNotifier:
             "sections": sections,
         }
         return {"text": headline, "cardsV2": [{"cardId": f"salespulse-{notification.id[:12]}", "card": card}]}
-
-    def send(self, notification: Notification) -> None:
-        body = json.dumps(self.render(notification), ensure_ascii=False).encode("utf-8")
-        self._poster.post(self._config.webhook_url, body, receiver=self._name, timeout=self._timeout)

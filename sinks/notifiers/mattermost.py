@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from schemas.notification import Notification
-from schemas.routing import MattermostConfig, ReceiverConfig
+from schemas.routing import MattermostConfig
 from sinks.notifiers import render
-from sinks.notifiers.http import HttpPoster
+from sinks.notifiers.base import JsonPostNotifier
 
 _MAX_CHARS = 16_000  # Mattermost cuts posts at 16,383 characters
 
@@ -20,18 +19,8 @@ def _escape(text: str) -> str:
     return text
 
 
-class MattermostNotifier:
-    def __init__(self, receiver: ReceiverConfig, *, poster: HttpPoster | None = None) -> None:
-        if not isinstance(receiver.destination, MattermostConfig):
-            raise TypeError(f"receiver {receiver.name} is not a mattermost receiver")
-        self._config = receiver.destination
-        self._name = receiver.name
-        self._timeout = receiver.timeout.total_seconds()
-        self._poster = poster or HttpPoster()
-
-    @property
-    def receiver(self) -> str:
-        return self._name
+class MattermostNotifier(JsonPostNotifier[MattermostConfig]):
+    config_type = MattermostConfig
 
     def render(self, notification: Notification) -> dict[str, Any]:
         now = notification.created_at
@@ -52,7 +41,3 @@ class MattermostNotifier:
         if self._config.username:
             payload["username"] = self._config.username
         return payload
-
-    def send(self, notification: Notification) -> None:
-        body = json.dumps(self.render(notification), ensure_ascii=False).encode("utf-8")
-        self._poster.post(self._config.webhook_url, body, receiver=self._name, timeout=self._timeout)

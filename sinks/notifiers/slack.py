@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from schemas.notification import Notification, NotifiedAlert
-from schemas.routing import ReceiverConfig, SlackConfig
+from schemas.routing import SlackConfig
 from sinks.notifiers import render
-from sinks.notifiers.http import HttpPoster
+from sinks.notifiers.base import JsonPostNotifier
 
 _HEADER_CHARS = 150  # Slack's limit for a header's text
 _SECTION_CHARS = 3000  # and for a section's
@@ -20,18 +19,8 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class SlackNotifier:
-    def __init__(self, receiver: ReceiverConfig, *, poster: HttpPoster | None = None) -> None:
-        if not isinstance(receiver.destination, SlackConfig):
-            raise TypeError(f"receiver {receiver.name} is not a slack receiver")
-        self._config = receiver.destination
-        self._name = receiver.name
-        self._timeout = receiver.timeout.total_seconds()
-        self._poster = poster or HttpPoster()
-
-    @property
-    def receiver(self) -> str:
-        return self._name
+class SlackNotifier(JsonPostNotifier[SlackConfig]):
+    config_type = SlackConfig
 
     def render(self, notification: Notification) -> dict[str, Any]:
         now = notification.created_at
@@ -79,7 +68,3 @@ class SlackNotifier:
                 "action_id": f"open-board-{index}",
             }
         return section
-
-    def send(self, notification: Notification) -> None:
-        body = json.dumps(self.render(notification), ensure_ascii=False).encode("utf-8")
-        self._poster.post(self._config.webhook_url, body, receiver=self._name, timeout=self._timeout)

@@ -5,31 +5,20 @@ webhook request is received" flow takes this envelope and answers 202 Accepted.)
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from schemas.notification import Notification, NotifiedAlert
-from schemas.routing import ReceiverConfig, TeamsConfig
+from schemas.routing import TeamsConfig
 from sinks.notifiers import render
-from sinks.notifiers.http import HttpPoster
+from sinks.notifiers.base import JsonPostNotifier
 
 ADAPTIVE_CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 _CONTAINER_STYLE = {"critical": "attention", "warning": "warning", "info": "accent"}
 
 
-class TeamsNotifier:
-    def __init__(self, receiver: ReceiverConfig, *, poster: HttpPoster | None = None) -> None:
-        if not isinstance(receiver.destination, TeamsConfig):
-            raise TypeError(f"receiver {receiver.name} is not a teams receiver")
-        self._config = receiver.destination
-        self._name = receiver.name
-        self._timeout = receiver.timeout.total_seconds()
-        self._poster = poster or HttpPoster()
-
-    @property
-    def receiver(self) -> str:
-        return self._name
+class TeamsNotifier(JsonPostNotifier[TeamsConfig]):
+    config_type = TeamsConfig
 
     def render(self, notification: Notification) -> dict[str, Any]:
         now = notification.created_at
@@ -113,7 +102,3 @@ class TeamsNotifier:
             )
         style = "good" if alert.status == "resolved" else _CONTAINER_STYLE.get(alert.severity, "default")
         return {"type": "Container", "style": style, "separator": True, "items": items}
-
-    def send(self, notification: Notification) -> None:
-        body = json.dumps(self.render(notification), ensure_ascii=False).encode("utf-8")
-        self._poster.post(self._config.webhook_url, body, receiver=self._name, timeout=self._timeout)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import SecretStr
+
 from schemas.notification import Notification, NotifiedAlert, utc_text
-from schemas.routing import ReceiverConfig, WebhookConfig
+from schemas.routing import WebhookConfig
 from sinks.notifiers import render
-from sinks.notifiers.http import HttpPoster
+from sinks.notifiers.base import JsonPostNotifier
 
 SIGNATURE_HEADER = "X-Salespulse-Signature"
 NOTIFICATION_ID_HEADER = "X-Salespulse-Notification-Id"
@@ -71,18 +73,17 @@ def _common(maps: list[dict[str, str]]) -> dict[str, str]:
     return common
 
 
-class WebhookNotifier:
-    def __init__(self, receiver: ReceiverConfig, *, poster: HttpPoster | None = None) -> None:
-        if not isinstance(receiver.destination, WebhookConfig):
-            raise TypeError(f"receiver {receiver.name} is not a webhook receiver")
-        self._config = receiver.destination
-        self._name = receiver.name
-        self._timeout = receiver.timeout.total_seconds()
-        self._poster = poster or HttpPoster()
+class WebhookNotifier(JsonPostNotifier[WebhookConfig]):
+    config_type = WebhookConfig
 
-    @property
-    def receiver(self) -> str:
-        return self._name
+    def _url(self) -> SecretStr:
+        return self._config.url
+
+    def _headers(self, notification: Notification, body: bytes) -> Mapping[str, str]:
+        headers = {NOTIFICATION_ID_HEADER: notification.id}
+        if self._config.hmac_secret is not None:
+            headers[SIGNATURE_HEADER] = sign(body, self._config.hmac_secret.get_secret_value())
+        return headers
 
     def render(self, notification: Notification) -> dict[str, Any]:
         alerts = list(notification.alerts)
@@ -116,10 +117,3 @@ class WebhookNotifier:
             "externalURL": notification.external_url,
             "alerts": items,
         }
-
-    def send(self, notification: Notification) -> None:
-        body = json.dumps(self.render(notification), ensure_ascii=False).encode("utf-8")
-        headers = {NOTIFICATION_ID_HEADER: notification.id}
-        if self._config.hmac_secret is not None:
-            headers[SIGNATURE_HEADER] = sign(body, self._config.hmac_secret.get_secret_value())
-        self._poster.post(self._config.url, body, receiver=self._name, timeout=self._timeout, headers=headers)
