@@ -35,7 +35,7 @@ from rich.table import Table
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.reps import Rep
 from schemas.settings import Settings
-from schemas.wire import Event, MessageOrigin, decode_message
+from schemas.wire import DecodedMessage, Event, MessageOrigin, decode_message
 
 if TYPE_CHECKING:
     from schemas.alert_rules import AlertRulesConfig
@@ -247,38 +247,44 @@ async def _replay(settings: Settings, path: Path, total: int) -> tuple[int, int]
     producer = await start_producer(settings)
     publisher = EventPublisher(producer, settings)
     accepted = rejected = 0
+    try:
+        for number, decoded in _decoded_lines(path, settings, "publishing", total):
+            for dead_letter in decoded.dead_letters:
+                rejected += 1
+                logger.warning("line %d rejected (%s): %s", number, dead_letter.reason, dead_letter.detail)
+                await publisher.publish_dead_letter(dead_letter)
+            accepted += len(decoded.events)
+            await publisher.publish_many(decoded.events)
+        await publisher.flush()
+    finally:
+        await producer.stop()
+    return accepted, rejected
+
+
+def _decoded_lines(
+    path: Path, settings: Settings, verb: str, total: int | None = None
+) -> Iterator[tuple[int, DecodedMessage]]:
+    """Every non-blank line of a JSON Lines file (.gz too), decoded like any message (the wire
+    format's one boundary), with its line number and a progress bar over the file's bytes."""
     source = f"file:{path.name}"
+    size = total if total is not None else path.stat().st_size
     raw, lines = _open_lines(path)
     try:
         with _byte_progress() as progress:
-            task = progress.add_task(f"publishing {path.name}", total=total)
+            task = progress.add_task(f"{verb} {path.name}", total=size)
             for number, line in _numbered_lines(path, lines):
                 stripped = line.strip()
-                if not stripped:
-                    continue
-                decoded = decode_message(
-                    None,
-                    stripped,
-                    MessageOrigin(source, None, number),
-                    datetime.now(UTC),
-                    settings.max_message_bytes,
-                )
-                for dead_letter in decoded.dead_letters:
-                    rejected += 1
-                    logger.warning(
-                        "line %d rejected (%s): %s", number, dead_letter.reason, dead_letter.detail
+                if stripped:
+                    origin = MessageOrigin(source, None, number)
+                    yield (
+                        number,
+                        decode_message(None, stripped, origin, datetime.now(UTC), settings.max_message_bytes),
                     )
-                    await publisher.publish_dead_letter(dead_letter)
-                accepted += len(decoded.events)
-                await publisher.publish_many(decoded.events)
                 if number % 2000 == 0:
                     progress.update(task, completed=raw.tell())
-            await publisher.flush()
-            progress.update(task, completed=total)
+            progress.update(task, completed=size)
     finally:
         raw.close()
-        await producer.stop()
-    return accepted, rejected
 
 
 def _byte_progress() -> Progress:
@@ -941,35 +947,15 @@ def _read_backtest_events(path: Path, settings: Settings) -> list[Event]:
     are reported (the first few each, then a count), not dead-lettered: nothing is published."""
     events: list[Event] = []
     rejected = 0
-    source = f"file:{path.name}"
-    raw, lines = _open_lines(path)
-    try:
-        with _byte_progress() as progress:
-            task = progress.add_task(f"reading {path.name}", total=path.stat().st_size)
-            for number, line in _numbered_lines(path, lines):
-                stripped = line.strip()
-                if not stripped:
-                    continue
-                decoded = decode_message(
-                    None,
-                    stripped,
-                    MessageOrigin(source, None, number),
-                    datetime.now(UTC),
-                    settings.max_message_bytes,
+    for number, decoded in _decoded_lines(path, settings, "reading"):
+        for dead_letter in decoded.dead_letters:
+            rejected += 1
+            if rejected <= BACKTEST_REJECTS_SHOWN:
+                console.print(
+                    f"[yellow]{escape(path.name)}:{number}: rejected ({dead_letter.reason}): "
+                    f"{escape(dead_letter.detail)}[/]"
                 )
-                for dead_letter in decoded.dead_letters:
-                    rejected += 1
-                    if rejected <= BACKTEST_REJECTS_SHOWN:
-                        console.print(
-                            f"[yellow]{escape(path.name)}:{number}: rejected ({dead_letter.reason}): "
-                            f"{escape(dead_letter.detail)}[/]"
-                        )
-                events.extend(decoded.events)
-                if number % 2000 == 0:
-                    progress.update(task, completed=raw.tell())
-            progress.update(task, completed=path.stat().st_size)
-    finally:
-        raw.close()
+        events.extend(decoded.events)
     if rejected:
         console.print(f"[yellow]{rejected:,} line(s) rejected; {len(events):,} events read[/]")
     return events
