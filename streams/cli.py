@@ -168,6 +168,7 @@ def demo(
         f"{snapshot.dead_letters} dead letter(s) kept with their reasons, "
         f"{snapshot.alerts_firing} early warning(s) firing (salespulse alerts list)."
     )
+    console.print(f"report: {snapshot.report_path or 'not written (nothing stored)'}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------- replay
@@ -371,6 +372,40 @@ def _read_rep_rows(
             yield number, document, None
 
 
+@dataclass(frozen=True)
+class RepRecord:
+    """One record of a reps file: the validated rep, or why it is not one."""
+
+    line: int
+    row: dict[str, Any] | None
+    rep: Rep | None
+    reason: DeadLetterReason = DeadLetterReason.INVALID
+    problem: str = ""
+
+
+def _rep_records(path: Path) -> list[RepRecord]:
+    """Every record of a reps file (.csv or .jsonl), validated; a file that is not UTF-8 fails."""
+    records: list[RepRecord] = []
+    try:
+        for number, row, error in _read_rep_rows(path):
+            reason, problem = error or (DeadLetterReason.INVALID, "")
+            if row is not None:
+                try:
+                    records.append(RepRecord(number, row, Rep.model_validate(row)))
+                    continue
+                except ValidationError as exc:
+                    problem = "; ".join(
+                        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
+                    )
+            records.append(RepRecord(number, row, None, reason, problem))
+    except UnicodeDecodeError as exc:
+        # Only a CSV can get here (JSON Lines are read as bytes); before, a traceback.
+        raise fail(
+            f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
+    return records
+
+
 @reps_app.command("load")
 def reps_load(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Reps as .csv or .jsonl.")],
@@ -384,35 +419,22 @@ def reps_load(
     configure_logging(settings)
     reps: list[Rep] = []
     dead_letters: list[DeadLetter] = []
-    rows = _read_rep_rows(file)
-    try:
-        for number, row, error in rows:
-            reason, problem = error or (DeadLetterReason.INVALID, "")
-            if row is not None:
-                try:
-                    reps.append(Rep.model_validate(row))
-                    continue
-                except ValidationError as exc:
-                    problem = "; ".join(
-                        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
-                    )
-            # Escaped: a file name or message holding "[...]" would otherwise be read as rich markup.
-            console.print(f"[yellow]{escape(file.name)}:{number}: rejected: {escape(problem)}[/]")
-            dead_letters.append(
-                DeadLetter.of(
-                    reason,
-                    f"invalid rep record: {problem}",
-                    orjson.dumps(row) if row is not None else b"",
-                    source=f"file:{file.name}",
-                    offset=number,
-                    rejected_at=datetime.now(UTC),
-                )
+    for record in _rep_records(file):
+        if record.rep is not None:
+            reps.append(record.rep)
+            continue
+        # Escaped: a file name or message holding "[...]" would otherwise be read as rich markup.
+        console.print(f"[yellow]{escape(file.name)}:{record.line}: rejected: {escape(record.problem)}[/]")
+        dead_letters.append(
+            DeadLetter.of(
+                record.reason,
+                f"invalid rep record: {record.problem}",
+                orjson.dumps(record.row) if record.row is not None else b"",
+                source=f"file:{file.name}",
+                offset=record.line,
+                rejected_at=datetime.now(UTC),
             )
-    except UnicodeDecodeError as exc:
-        # Only a CSV can get here (JSON Lines are read as bytes); before, a traceback.
-        raise fail(
-            f"{file} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
-        ) from None
+        )
     with running_pipeline(settings) as pipeline:
         asyncio.run(_publish_reps(pipeline.settings, reps, dead_letters))
         if pipeline.self_contained or wait:
@@ -921,22 +943,13 @@ def _backtest_rules(path: Path) -> AlertRulesConfig:
 def _backtest_reps(path: Path) -> list[Rep]:
     """The file's valid rep records; bad rows are printed with their line number and skipped."""
     records: list[Rep] = []
-    try:
-        for number, row, error in _read_rep_rows(path):
-            problem = error[1] if error else ""
-            if row is not None:
-                try:
-                    records.append(Rep.model_validate(row))
-                    continue
-                except ValidationError as exc:
-                    problem = "; ".join(
-                        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
-                    )
-            console.print(f"[yellow]{escape(path.name)}:{number}: rep record skipped: {escape(problem)}[/]")
-    except UnicodeDecodeError as exc:
-        raise fail(
-            f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
-        ) from None
+    for record in _rep_records(path):
+        if record.rep is not None:
+            records.append(record.rep)
+        else:
+            console.print(
+                f"[yellow]{escape(path.name)}:{record.line}: rep record skipped: {escape(record.problem)}[/]"
+            )
     if not records:
         raise fail(f"--reps {path}: no valid rep records")
     return records
