@@ -168,7 +168,6 @@ def demo(
         f"{snapshot.dead_letters} dead letter(s) kept with their reasons, "
         f"{snapshot.alerts_firing} early warning(s) firing (salespulse alerts list)."
     )
-    console.print(f"report: {snapshot.report_path or 'not written (nothing stored)'}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------- replay
