@@ -20,6 +20,9 @@ class DeadLetterReason(StrEnum):
     INVALID = "invalid"
     KEY_MISMATCH = "key_mismatch"
     TOO_LATE = "too_late"
+    # A valid event whose event_id was already counted with different content: the first copy
+    # counts, and this one is kept here so the disagreement is seen instead of silently dropped.
+    CONFLICT = "conflict"
 
 
 class DeadLetter(BaseModel):

@@ -117,6 +117,12 @@ class EventHistory(Protocol):
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]: ...
 
+    def stored_payloads_unlike(self, candidates: list[tuple[str, bytes]]) -> dict[str, bytes]:
+        """For (event_id, canonical JSON) pairs, the stored canonical JSON of every event_id that is
+        stored with a different one (an id may be paired with several payloads). Ids stored with
+        the same JSON, or not stored, are absent: a plain redelivery costs no payload transfer."""
+        ...
+
     def rep_deal_events(self, rep_ids: list[str], closed_since: datetime) -> dict[str, list[Event]]:
         """Every stored event of the deals of ``rep_ids`` that are open, or closed at or after
         ``closed_since`` (what a worker keeps in memory). Every requested rep is a key."""

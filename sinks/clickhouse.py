@@ -7,6 +7,7 @@ identifier validated against a strict pattern.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from schemas.reps import Rep
 from schemas.settings import Settings
 from schemas.wire import Event, event_to_json
 from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch
-from sinks.errors import ClickHouseUnreachableError, SinkError
+from sinks.errors import ClickHouseUnreachableError, HistoryReadError, SinkError
 from sinks.migrate import validate_database_name
 
 logger = logging.getLogger(__name__)
@@ -344,6 +345,14 @@ class ClickHouseHistory:
         self._client = client
         self._database = validate_database_name(database)
 
+    def _read(self, table: str, sql: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        try:
+            return self._client.execute(sql, params, **kwargs)
+        except Exception as exc:
+            # Whatever the cause (network, server), the batch that needed the history is not
+            # processed; the caller decides whether and when to try again.
+            raise HistoryReadError(f"{self._database}.{table}", exc) from exc
+
     def rep_history(self, rep_ids: list[str], since: datetime) -> dict[str, list[RepHistoryEntry]]:
         """Every stored event of ``rep_ids`` with ``occurred_at >= since``, each once, oldest first.
         Every requested rep is a key, with an empty list when it has no events."""
@@ -352,7 +361,8 @@ class ClickHouseHistory:
             return history
         # Stored times are whole milliseconds: ``>= since`` is ``>= since rounded up to one``.
         since_ms = -((_EPOCH - since) // _MILLISECOND)
-        rows = self._client.execute(
+        rows = self._read(
+            "events",
             "SELECT rep_id, event_id, type, occurred_at, "
             "if(type = 'call', JSONExtractString(payload, 'outcome'), '') "
             f"FROM {self._database}.events FINAL "
@@ -374,7 +384,8 @@ class ClickHouseHistory:
         found: dict[str, list[Event]] = {rep_id: [] for rep_id in rep_ids}
         if not found:
             return found
-        rows = self._client.execute(
+        rows = self._read(
+            "deals",
             f"SELECT rep_id, events FROM {self._database}.deals FINAL "
             "WHERE rep_id IN (SELECT rep_id FROM wanted_reps) "
             "AND (closed_at IS NULL OR closed_at >= fromUnixTimestamp64Milli(toInt64(%(since_ms)s), 'UTC'))",
@@ -389,19 +400,47 @@ class ClickHouseHistory:
         """Read by the deals table's primary key: one row per deal holds all its events."""
         if not deal_ids:
             return []
-        rows = self._client.execute(
+        rows = self._read(
+            "deals",
             f"SELECT events FROM {self._database}.deals FINAL "
             "WHERE deal_id IN (SELECT deal_id FROM wanted_deals)",
             external_tables=[_id_table("wanted_deals", "deal_id", deal_ids)],
         )
         return [SALES_EVENT_ADAPTER.validate_json(payload) for (payloads,) in rows for payload in payloads]
 
+    def stored_payloads_unlike(self, candidates: list[tuple[str, bytes]]) -> dict[str, bytes]:
+        """See ``sinks.base.EventHistory.stored_payloads_unlike``. The comparison runs in ClickHouse
+        on SHA-256 digests, so only the payloads that differ travel back."""
+        if not candidates:
+            return {}
+        rows = self._read(
+            "events",
+            "SELECT DISTINCT stored.event_id, stored.payload "
+            "FROM (SELECT event_id, digest FROM candidate_digests) AS candidate "
+            f"INNER JOIN (SELECT event_id, any(payload) AS payload FROM {self._database}.events "
+            "WHERE event_id IN (SELECT event_id FROM candidate_digests) GROUP BY event_id) AS stored "
+            "ON stored.event_id = candidate.event_id "
+            "WHERE lower(hex(SHA256(stored.payload))) != candidate.digest",
+            external_tables=[
+                {
+                    "name": "candidate_digests",
+                    "structure": [("event_id", "String"), ("digest", "String")],
+                    "data": [
+                        {"event_id": event_id, "digest": hashlib.sha256(payload).hexdigest()}
+                        for event_id, payload in dict.fromkeys(candidates)
+                    ],
+                }
+            ],
+        )
+        return {event_id: payload.encode("utf-8") for event_id, payload in rows}
+
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         """Which of ``event_ids`` are already stored. No FINAL: a duplicate row cannot change
         whether an id exists, and without it the primary key (event_id) narrows the read."""
         if not event_ids:
             return set()
-        rows = self._client.execute(
+        rows = self._read(
+            "events",
             f"SELECT DISTINCT event_id FROM {self._database}.events "
             "WHERE event_id IN (SELECT event_id FROM wanted_events)",
             external_tables=[_id_table("wanted_events", "event_id", event_ids)],

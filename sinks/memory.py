@@ -10,7 +10,7 @@ from datetime import date, datetime
 from schemas.deadletter import DeadLetter
 from schemas.events import DEAL_TYPES
 from schemas.reps import Rep
-from schemas.wire import Event
+from schemas.wire import Event, event_to_json
 from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch
 from sinks.errors import SinkError
 
@@ -181,6 +181,17 @@ class InMemoryHistory:
             if e.type in DEAL_TYPES and getattr(e, "deal_id", None) in wanted
         ]
         return sorted(found, key=lambda e: (e.occurred_at, e.event_id))
+
+    def stored_payloads_unlike(self, candidates: list[tuple[str, bytes]]) -> dict[str, bytes]:
+        events = self._events()
+        stored = {
+            event_id: event_to_json(events[event_id]) for event_id, _ in candidates if event_id in events
+        }
+        return {
+            event_id: stored[event_id]
+            for event_id, payload in candidates
+            if event_id in stored and stored[event_id] != payload
+        }
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         return set(event_ids) & self._events().keys()

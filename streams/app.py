@@ -38,7 +38,7 @@ from schemas.settings import Settings
 from schemas.wire import MessageOrigin
 from sinks.base import Sink, SinkBatch
 from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect
-from sinks.errors import SinkError
+from sinks.errors import HistoryReadError, SinkError
 from streams.metrics import PipelineMetrics, start_metrics_server
 from streams.processor import BatchOutcome, BatchProcessor, RawMessage
 
@@ -83,7 +83,7 @@ class PipelineWorker:
 
     async def handle(self, messages: list[RawMessage]) -> BatchOutcome:
         self.metrics.batch_received(messages)
-        outcome = await asyncio.to_thread(self._processor.process, messages)
+        outcome = await self._process_until_read(messages)
         self.metrics.batch_decoded(outcome)
         self._sink.write(outcome.sink_batch)
         await self._flush_until_stored(outcome.sink_batch)
@@ -103,6 +103,36 @@ class PipelineWorker:
             )
         return outcome
 
+    def _retry_delay(self, attempt: int) -> float:
+        # Full jitter keeps many workers from hammering a recovering ClickHouse in step.
+        cap = min(self._settings.sink_retry_max_seconds, 0.2 * 2**attempt)
+        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not cryptography
+
+    async def _process_until_read(self, messages: list[RawMessage]) -> BatchOutcome:
+        """Process a batch, retrying with backoff while the stored history it needs cannot be read
+        (ClickHouse down): consumption pauses, as it does for a failed flush."""
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.to_thread(self._processor.process, messages)
+            except HistoryReadError as exc:
+                # The failed pass may have moved cached rep state past events that are not stored;
+                # dropped, it is rebuilt from ClickHouse (the store of record) on the next try.
+                self._processor.forget_all()
+                self.metrics.clickhouse_write_failed(exc.table)
+                attempt += 1
+                delay = self._retry_delay(attempt)
+                logger.warning(
+                    "reading stored history for a batch of %d messages failed (attempt %d), retrying "
+                    "in %.1fs; consumption is paused: %s",
+                    len(messages),
+                    attempt,
+                    delay,
+                    exc,
+                )
+                self.metrics.clickhouse_write_retried()
+                await asyncio.sleep(delay)
+
     async def _flush_until_stored(self, batch: SinkBatch) -> None:
         attempt = 0
         rows = len(batch)
@@ -113,9 +143,7 @@ class PipelineWorker:
             except SinkError as exc:
                 self.metrics.clickhouse_write_failed(exc.table)
                 attempt += 1
-                # Full jitter keeps many workers from hammering a recovering ClickHouse in step.
-                cap = min(self._settings.sink_retry_max_seconds, 0.2 * 2**attempt)
-                delay = random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not cryptography
+                delay = self._retry_delay(attempt)
                 logger.warning(
                     "storing %d rows failed (attempt %d), retrying in %.1fs; consumption is paused: %s",
                     len(batch),

@@ -239,7 +239,8 @@ class PipelineMetrics:
         )
         self._clickhouse_failures = Counter(
             "salespulse_clickhouse_write_failures",
-            "Failed ClickHouse inserts, by table. Consumption pauses until the write succeeds.",
+            "Failed ClickHouse inserts, and failed reads of the stored history a batch needs, by table. "
+            "Consumption pauses until they succeed.",
             ["table"],
             registry=r,
         )

@@ -27,6 +27,7 @@ from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import (
     ACTIVITY_TYPES,
     DEAL_TYPES,
+    SALES_EVENT_ADAPTER,
     EventKind,
 )
 from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message, event_to_json
@@ -152,6 +153,7 @@ class BatchProcessor:
 
         self._load_unseen_reps(events_by_rep)
         too_late: list[tuple[Event, MessageOrigin]] = []
+        duplicates: list[tuple[Event, MessageOrigin]] = []
         deal_updates: list[tuple[str, list[Event], RepActivityState]] = []
         for key, items in events_by_rep.items():
             rep_id = key[0]
@@ -159,6 +161,7 @@ class BatchProcessor:
             state = self._states[key]
             applied = apply_events(state, (event for event, _ in items), self._late_grace)
             outcome.duplicates += len(applied.duplicates)
+            duplicates.extend((event, origin_of[id(event)]) for event in applied.duplicates)
             too_late.extend((event, origin_of[id(event)]) for event in applied.too_late)
             for event in applied.accepted:
                 outcome.sink_batch.events.append(IngestedEvent(event, origin_of[id(event)], now))
@@ -173,7 +176,8 @@ class BatchProcessor:
             if key[1] is EventKind.DEAL and applied.accepted:
                 deal_updates.append((rep_id, applied.accepted, state))
         self._update_deals(deal_updates, now, outcome)
-        self._classify_too_late(too_late, now, outcome)
+        duplicates.extend(self._classify_too_late(too_late, now, outcome))
+        self._record_conflicts(duplicates, now, outcome)
         # The dead letters found here are not stored directly: they are published to the
         # dead-letter topic, and stored when read back from it, like those of every other producer.
         return outcome
@@ -239,15 +243,18 @@ class BatchProcessor:
 
     def _classify_too_late(
         self, too_late: list[tuple[Event, MessageOrigin]], now: datetime, outcome: BatchOutcome
-    ) -> None:
+    ) -> list[tuple[Event, MessageOrigin]]:
         """An event behind the horizon is either a re-sent old event (already stored: a duplicate,
-        dropped quietly) or genuinely late (a dead letter, so it is kept and can be replayed)."""
+        dropped quietly, and returned) or genuinely late (a dead letter, so it is kept and can be
+        replayed)."""
         if not too_late:
-            return
+            return []
         known = self._history.known_event_ids([event.event_id for event, _ in too_late])
+        duplicates = []
         for event, origin in too_late:
             if event.event_id in known:
                 outcome.duplicates += 1
+                duplicates.append((event, origin))
                 continue
             payload = event.model_dump_json(exclude_none=True).encode("utf-8")
             outcome.dead_letters.append(
@@ -256,6 +263,54 @@ class BatchProcessor:
                     f"occurred_at {event.occurred_at.isoformat()} is more than "
                     f"{self._late_grace.days} days behind rep {event.rep_id}'s newest event",
                     payload,
+                    source=origin.source,
+                    partition=origin.partition,
+                    offset=origin.offset,
+                    event_id=event.event_id,
+                    rep_id=event.rep_id,
+                    rejected_at=now,
+                )
+            )
+        return duplicates
+
+    def _record_conflicts(
+        self, duplicates: list[tuple[Event, MessageOrigin]], now: datetime, outcome: BatchOutcome
+    ) -> None:
+        """A duplicate whose content differs from the copy that counted is a conflict: the first
+        copy stays counted (the event_id is the idempotency key), and the other is kept as a
+        dead letter, so a producer reusing ids is seen instead of silently dropped.
+
+        The copy that counted was accepted earlier in this batch, or is stored (everything
+        accepted by an earlier batch was stored before that batch was acknowledged). Contents are
+        compared as validated events, so the same event sent with another offset or key order is
+        still a plain duplicate."""
+        if not duplicates:
+            return
+        counted_now = {item.event.event_id: item.event for item in outcome.sink_batch.events}
+        earlier = [
+            (event.event_id, event_to_json(event))
+            for event, _ in duplicates
+            if event.event_id not in counted_now
+        ]
+        stored = self._history.stored_payloads_unlike(earlier) if earlier else {}
+        for event, origin in duplicates:
+            first = counted_now.get(event.event_id)
+            if first is None and event.event_id in stored:
+                first = SALES_EVENT_ADAPTER.validate_json(stored[event.event_id])
+            if first is None or first == event:
+                continue
+            differing = sorted(
+                name
+                for name in set(type(first).model_fields) | set(type(event).model_fields)
+                if getattr(first, name, None) != getattr(event, name, None)
+            )
+            outcome.duplicates -= 1
+            outcome.dead_letters.append(
+                DeadLetter.of(
+                    DeadLetterReason.CONFLICT,
+                    f"event_id {event.event_id!r} was already counted with different content "
+                    f"({', '.join(differing)} differ); the first copy counts",
+                    event_to_json(event),
                     source=origin.source,
                     partition=origin.partition,
                     offset=origin.offset,

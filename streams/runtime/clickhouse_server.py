@@ -40,9 +40,11 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 LISTEN_HOST = "127.0.0.1"
+# Ports 0: the OS picks them (the default). Fixed ports let a restarted server be found where the
+# old one was (the fault-injection tests stop ClickHouse and start it again under its clients).
 CONFIG_XML = (
     "<clickhouse>"
-    f"<listen_host>{LISTEN_HOST}</listen_host><tcp_port>0</tcp_port><http_port>0</http_port>"
+    f"<listen_host>{LISTEN_HOST}</listen_host><tcp_port>{{tcp_port}}</tcp_port><http_port>{{http_port}}</http_port>"
     "</clickhouse>\n"
 )
 # The keepalive statement carries this alias so that KILL QUERY can find it and nothing else.
@@ -72,10 +74,10 @@ class ServerEndpoint:
         return cls(tcp_port=int(raw["tcp_port"]), http_port=int(raw["http_port"]), pid=int(raw["pid"]))
 
 
-def write_config(data_dir: Path) -> Path:
-    """Write the listen settings chdb reads from ``./config.xml`` (loopback only, OS-chosen ports)."""
+def write_config(data_dir: Path, tcp_port: int = 0, http_port: int = 0) -> Path:
+    """Write the listen settings chdb reads from ``./config.xml`` (loopback only; port 0: OS-chosen)."""
     config = data_dir / "config.xml"
-    config.write_text(CONFIG_XML, encoding="utf-8")
+    config.write_text(CONFIG_XML.format(tcp_port=int(tcp_port), http_port=int(http_port)), encoding="utf-8")
     return config
 
 
@@ -137,8 +139,10 @@ def _pid_from_status(status: Path) -> int | None:
 class ChdbServer:
     """One chdb server on one data directory, in this process. Use :func:`serve` to run it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tcp_port: int = 0, http_port: int = 0) -> None:
         self.data_dir = data_dir
+        self.tcp_port = tcp_port
+        self.http_port = http_port
         self._ports_tsv = data_dir / "listen_ports.tsv"
         self._thread: threading.Thread | None = None
         self._endpoint: ServerEndpoint | None = None
@@ -148,7 +152,7 @@ class ChdbServer:
         chdb_query = _import_chdb_query()
         # chdb reads the listen settings from the working directory's config.xml.
         os.chdir(self.data_dir)
-        write_config(self.data_dir)
+        write_config(self.data_dir, self.tcp_port, self.http_port)
         self._ports_tsv.unlink(missing_ok=True)
         sql = _server_sql(self._ports_tsv)
 
@@ -262,7 +266,14 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def serve(data_dir: Path, ports_file: Path | None, start_timeout: float, stop_timeout: float) -> int:
+def serve(
+    data_dir: Path,
+    ports_file: Path | None,
+    start_timeout: float,
+    stop_timeout: float,
+    tcp_port: int = 0,
+    http_port: int = 0,
+) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit status."""
     stop_requested = threading.Event()
 
@@ -276,7 +287,7 @@ def serve(data_dir: Path, ports_file: Path | None, start_timeout: float, stop_ti
     data_dir.mkdir(parents=True, exist_ok=True)
     if ports_file is not None:
         ports_file.unlink(missing_ok=True)
-    server = ChdbServer(data_dir)
+    server = ChdbServer(data_dir, tcp_port, http_port)
     try:
         endpoint = server.start(start_timeout)
     except ServerStartError as exc:
@@ -314,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ports-file", type=Path, help="also write the JSON endpoint line to this file")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for the ports")
     parser.add_argument("--stop-timeout", type=float, default=20.0, help="seconds to wait for a clean stop")
+    parser.add_argument("--tcp-port", type=int, default=0, help="native-protocol port (0: OS-chosen)")
+    parser.add_argument("--http-port", type=int, default=0, help="HTTP port (0: OS-chosen)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -323,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()
     data_dir: Path = args.data.resolve()
     ports_file: Path | None = args.ports_file.resolve() if args.ports_file is not None else None
-    return serve(data_dir, ports_file, args.start_timeout, args.stop_timeout)
+    return serve(data_dir, ports_file, args.start_timeout, args.stop_timeout, args.tcp_port, args.http_port)
 
 
 if __name__ == "__main__":
