@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -125,6 +125,14 @@ class Settings(BaseSettings):
             "(activities or deals) and still be counted."
         ),
     )
+    events_ttl_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        default=None,
+        description=(
+            "Days raw activity events are kept in ClickHouse (a TTL on `events`, applied when the "
+            "schema is prepared); deal events, daily counters and roll-ups are kept. Unset: for ever. "
+            "Must exceed SALESPULSE_LATE_GRACE_DAYS."
+        ),
+    )
     worker_batch_messages: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=500,
         description=(
@@ -164,6 +172,18 @@ class Settings(BaseSettings):
             "TCP port of the alerter's `/metrics` endpoint (on SALESPULSE_METRICS_HOST); 0 turns it off."
         ),
     )
+
+    @model_validator(mode="after")
+    def _ttl_outlasts_the_grace(self) -> Settings:
+        # A redelivered event within the grace period is recognised as a duplicate by its stored
+        # copy; with a shorter TTL that copy could be gone and the event counted twice.
+        if self.events_ttl_days is not None and self.events_ttl_days <= self.late_grace_days:
+            raise ValueError(
+                f"SALESPULSE_EVENTS_TTL_DAYS ({self.events_ttl_days}) must be more than "
+                f"SALESPULSE_LATE_GRACE_DAYS ({self.late_grace_days}): events within the grace period "
+                "must still be stored to be recognised as duplicates"
+            )
+        return self
 
     @property
     def topics(self) -> TopicNames:

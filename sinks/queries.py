@@ -3,7 +3,8 @@ the tables deduplicate only when parts merge (see the comments in sinks/migratio
 
 from __future__ import annotations
 
-from datetime import UTC, date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from clickhouse_driver import Client
@@ -138,3 +139,120 @@ def stored_reps(client: Client, database: str) -> dict[str, Rep]:
         )
         for rep_id, name, team, territory, manager, hired_at, quota, mode in rows
     }
+
+
+def _moment_range(
+    column: str, start: datetime | None, end: datetime | None
+) -> tuple[list[str], dict[str, int]]:
+    """Conditions ``start <= column < end`` in epoch milliseconds (the stored precision)."""
+    conditions: list[str] = []
+    params: dict[str, int] = {}
+    if start is not None:
+        conditions.append(f"{column} >= fromUnixTimestamp64Milli(toInt64(%(start_ms)s), 'UTC')")
+        params["start_ms"] = int(start.timestamp() * 1000)
+    if end is not None:
+        conditions.append(f"{column} < fromUnixTimestamp64Milli(toInt64(%(end_ms)s), 'UTC')")
+        params["end_ms"] = int(end.timestamp() * 1000)
+    return conditions, params
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    rule: str
+    scope: str
+    key: str
+    detail: str
+    status: str
+    severity: str
+    summary: str
+    labels: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime | None
+
+
+def alerts_overlapping(
+    client: Client, database: str, start: datetime | None = None, end: datetime | None = None
+) -> list[StoredAlert]:
+    """Every alert occurrence that was firing at some moment in ``start``..``end`` (end exclusive;
+    None = open), in its newest state, oldest first."""
+    validate_database_name(database)
+    conditions, params = _moment_range("starts_at", None, end)
+    if start is not None:
+        conditions.append(
+            "(ends_at IS NULL OR ends_at >= fromUnixTimestamp64Milli(toInt64(%(start_ms)s), 'UTC'))"
+        )
+        params["start_ms"] = int(start.timestamp() * 1000)
+    where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    rows = client.execute(
+        "SELECT rule, scope, key, detail, status, severity, summary, labels, starts_at, ends_at "
+        f"FROM {database}.alerts FINAL{where} ORDER BY starts_at, rule, key, detail",
+        params,
+    )
+    return [
+        StoredAlert(
+            rule=rule,
+            scope=scope,
+            key=key,
+            detail=detail,
+            status=status,
+            severity=severity,
+            summary=summary,
+            labels=dict(labels),
+            starts_at=starts_at.replace(tzinfo=UTC),
+            ends_at=None if ends_at is None else ends_at.replace(tzinfo=UTC),
+        )
+        for rule, scope, key, detail, status, severity, summary, labels, starts_at, ends_at in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    rep_id: str
+    mode: str
+    reason: str
+    changed_at: datetime
+
+
+def mode_changes(
+    client: Client, database: str, start: datetime | None = None, end: datetime | None = None
+) -> list[ModeChange]:
+    """Management-mode changes of reps in ``start``..``end`` (end exclusive), oldest first."""
+    validate_database_name(database)
+    conditions, params = _moment_range("changed_at", start, end)
+    where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    rows = client.execute(
+        f"SELECT rep_id, mode, reason, changed_at FROM {database}.rep_modes FINAL{where} "
+        "ORDER BY changed_at, rep_id",
+        params,
+    )
+    return [
+        ModeChange(rep_id, mode, reason, changed_at.replace(tzinfo=UTC))
+        for rep_id, mode, reason, changed_at in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class VisitPosition:
+    rep_id: str
+    occurred_at: datetime
+    lat: float
+    lon: float
+
+
+def visit_positions(
+    client: Client, database: str, start: datetime | None = None, end: datetime | None = None
+) -> list[VisitPosition]:
+    """Field visits that reported a position (``lat`` and ``lon`` in the event), each once, as
+    reported: nothing here says the rep was really there."""
+    validate_database_name(database)
+    conditions, params = _moment_range("occurred_at", start, end)
+    conditions += ["type = 'visit'", "JSONHas(payload, 'lat')", "JSONHas(payload, 'lon')"]
+    rows = client.execute(
+        "SELECT rep_id, occurred_at, JSONExtractFloat(payload, 'lat'), JSONExtractFloat(payload, 'lon') "
+        f"FROM {database}.events FINAL WHERE {' AND '.join(conditions)} ORDER BY occurred_at, event_id",
+        params,
+    )
+    return [
+        VisitPosition(rep_id, occurred_at.replace(tzinfo=UTC), float(lat), float(lon))
+        for rep_id, occurred_at, lat, lon in rows
+    ]

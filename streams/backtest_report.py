@@ -7,50 +7,29 @@ rule computes it), the won revenue over the revenue-drop window against the base
 (the outcome), and the rep's alerts, one row per rule, from firing to resolved. The day revenue
 fell is marked on all three.
 
-Matplotlib is used through ``Figure`` objects only (never ``pyplot``): no global figure state and
-no GUI backend, so rendering is safe in any process.
+The page and SVG helpers are shared with the sales report (``streams.html_report``).
 """
 
 from __future__ import annotations
 
-import html
-import io
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
-import matplotlib
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from streams.backtest import AlertOccurrence, BacktestResult, RepOutcome, Scores, rep_series
+from streams.html_report import escape as _e
+from streams.html_report import figure_svg, page, rule_colour
+from streams.html_report import naive_utc as _as_day
 
 REPORT_FILE = "index.html"
-# One colour per rule, the same in every plot (matplotlib's default cycle, fixed by rule).
-RULE_COLOURS: dict[str, str] = {
-    "activity_drop": "#d62728",
-    "conversion_drop": "#ff7f0e",
-    "no_activity": "#9467bd",
-    "pacing_forecast": "#1f77b4",
-    "pipeline_coverage_low": "#17becf",
-    "stalled_deals": "#7f7f7f",
-}
 REVENUE_COLOUR = "#2ca02c"
 # The day revenue fell and the first warning: vertical lines across all three panels.
 FELL_COLOUR = "#1a5e1a"
 WARNED_COLOUR = "#d62728"
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }
-h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2.5rem; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-caption { text-align: left; font-weight: 600; padding-bottom: 0.3rem; }
-.note { color: #555; font-size: 0.9rem; max-width: 60rem; }
-figure { margin: 0.5rem 0 0; } svg { max-width: 100%; height: auto; }
-"""
 
 
 def write_report(result: BacktestResult, directory: Path) -> Path:
@@ -70,10 +49,6 @@ def alerted_reps(result: BacktestResult) -> list[RepOutcome]:
 
 def render_report(result: BacktestResult) -> str:
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>salespulse backtest</title>",
-        f"<style>{_STYLE}</style></head><body>",
         "<h1>salespulse backtest: early warnings against revenue</h1>",
         _period(result),
         _scores_table(result),
@@ -86,15 +61,10 @@ def render_report(result: BacktestResult) -> str:
         parts.append(f"<section id='rep-{_e(rep.rep_id)}'><h2>{_e(_rep_title(result, rep))}</h2>")
         parts.append(f"<p class='note'>{_e(_rep_sentence(rep))}</p>")
         parts.append(f"<figure>{rep_plot_svg(result, rep)}</figure></section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return page("salespulse backtest", parts)
 
 
 # --- Tables --------------------------------------------------------------------------------------------
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _percent(value: float | None) -> str:
@@ -268,7 +238,7 @@ def rep_plot_svg(result: BacktestResult, rep: RepOutcome) -> str:
 
     last_moment = datetime.combine(days[-1] + timedelta(days=1), time.min, tzinfo=UTC) if days else None
     for row, rule in enumerate(rules):
-        colour = RULE_COLOURS.get(rule, "#7f7f7f")
+        colour = rule_colour(rule)
         for alert in (a for a in alerts if a.rule == rule):
             end = alert.resolved_at or last_moment or alert.fired_at
             start_day, end_day = _as_day(alert.fired_at), _as_day(end)
@@ -310,22 +280,7 @@ def rep_plot_svg(result: BacktestResult, rep: RepOutcome) -> str:
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]  # untyped in matplotlib's stubs
     alert_axes.xaxis.set_major_locator(locator)
     alert_axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    return _svg(figure, salt=rep.rep_id)
-
-
-def _as_day(moment: datetime) -> datetime:
-    """Matplotlib dates are naive: the UTC wall time of ``moment``."""
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _svg(figure: Figure, salt: str) -> str:
-    buffer = io.StringIO()
-    # Text stays text (small, searchable); ids are salted per plot, so several plots on one page
-    # never share an id; no date in the metadata, so the same backtest gives the same page.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"salespulse-{salt}"}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    return figure_svg(figure, salt=rep.rep_id)
 
 
 __all__ = ["REPORT_FILE", "alerted_reps", "render_report", "rep_plot_svg", "write_report"]

@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -70,6 +71,7 @@ class Snapshot:
     prior_7d: dict[str, dict[str, Any]] = field(default_factory=dict)
     as_of: date | None = None
     alerts_firing: int = 0
+    report_path: Path | None = None
 
 
 def publish_rate(options: DemoOptions, spec: OrgSpec) -> float:
@@ -162,7 +164,19 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         snapshot = await _stream_with_display(settings, options, org, spec, publisher, console, fading)
     finally:
         await producer.stop()
+    snapshot.report_path = await asyncio.to_thread(write_demo_report, settings)
     return snapshot
+
+
+DEMO_REPORT_DIR = "demo-report"
+
+
+def write_demo_report(settings: Settings) -> Path | None:
+    """The sales report of what the demo stored (``salespulse report`` on the demo's database),
+    under ``SALESPULSE_HOME``; None when nothing was stored."""
+    from streams.sales_report import report_from_clickhouse
+
+    return report_from_clickhouse(settings, settings.home.expanduser().resolve() / DEMO_REPORT_DIR)
 
 
 # How many early warnings the demo lists (warnings first, then informational ones).

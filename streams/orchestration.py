@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from schemas.settings import Settings
 from sinks.clickhouse import connect
 from sinks.migrate import apply_migrations
+from sinks.retention import apply_events_ttl
 from streams.kafka import ensure_topics
 from streams.runtime.supervisor import EmbeddedRuntime, ManagedProcess
 
@@ -55,6 +56,7 @@ def prepare_storage_and_topics(settings: Settings, *, reset_database: bool = Fal
         applied = apply_migrations(client, settings.clickhouse_database)
         for migration in applied:
             logger.info("applied ClickHouse migration %04d %s", migration.version, migration.name)
+        apply_events_ttl(client, settings.clickhouse_database, settings.events_ttl_days)
     finally:
         client.disconnect()
     created = asyncio.run(ensure_topics(settings))

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import jsonschema
 import pytest
@@ -29,8 +30,12 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 SCHEMA_FILE = REPO_ROOT / "tests" / "fixtures" / "compose-spec.json"
 
 # What an operator must set; everything else has a default.
-REQUIRED_VARIABLES = {"CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
-TEST_ENVIRONMENT = {"CLICKHOUSE_PASSWORD": "s3cret-for-tests", "GRAFANA_ADMIN_PASSWORD": "also-s3cret"}
+REQUIRED_VARIABLES = {"CLICKHOUSE_PASSWORD", "CLICKHOUSE_GRAFANA_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+TEST_ENVIRONMENT = {
+    "CLICKHOUSE_PASSWORD": "s3cret-for-tests",
+    "CLICKHOUSE_GRAFANA_PASSWORD": "read-only-s3cret",
+    "GRAFANA_ADMIN_PASSWORD": "also-s3cret",
+}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
 LONG_RUNNING = {"kafka", "clickhouse", "worker", "prometheus", "alertmanager", "grafana"}
 
@@ -220,10 +225,24 @@ def test_every_salespulse_variable_is_a_real_setting_with_a_valid_value(
         assert settings.clickhouse_password.get_secret_value() == TEST_ENVIRONMENT["CLICKHOUSE_PASSWORD"]
 
 
-def test_workers_and_grafana_read_the_same_clickhouse_account(services: dict[str, dict[str, Any]]) -> None:
+def test_workers_write_and_grafana_reads_as_the_read_only_account(
+    services: dict[str, dict[str, Any]],
+) -> None:
     worker, grafana, clickhouse = (environment_of(services[n]) for n in ("worker", "grafana", "clickhouse"))
-    assert worker["SALESPULSE_CLICKHOUSE_USER"] == grafana["CLICKHOUSE_USER"] == clickhouse["CLICKHOUSE_USER"]
+    assert worker["SALESPULSE_CLICKHOUSE_USER"] == clickhouse["CLICKHOUSE_USER"]
     assert worker["SALESPULSE_CLICKHOUSE_DATABASE"] == grafana["CLICKHOUSE_DATABASE"]
+    # Grafana's account is the one deploy/clickhouse/users.d defines, with the password the server reads.
+    reader = ElementTree.parse(REPO_ROOT / "deploy/clickhouse/users.d/grafana-reader.xml").getroot()
+    user = reader.find(f"users/{grafana['CLICKHOUSE_USER']}")
+    assert user is not None, f"no ClickHouse user {grafana['CLICKHOUSE_USER']} in users.d"
+    password = user.find("password")
+    assert password is not None and password.get("from_env") == "CLICKHOUSE_GRAFANA_PASSWORD"
+    assert clickhouse["CLICKHOUSE_GRAFANA_PASSWORD"] == grafana["CLICKHOUSE_PASSWORD"]
+    # Read-only: SELECT on the salespulse database and nothing else, in a readonly profile.
+    grants = [query.text for query in user.iterfind("grants/query")]
+    assert grants == [f"GRANT SELECT ON {grafana['CLICKHOUSE_DATABASE']}.*"]
+    profile = reader.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None and profile.findtext("readonly") in ("1", "2")
     assert worker["SALESPULSE_KAFKA_BOOTSTRAP"].split(":")[0] in services
 
 
