@@ -168,6 +168,7 @@ def demo(
         f"{snapshot.dead_letters} dead letter(s) kept with their reasons, "
         f"{snapshot.alerts_firing} early warning(s) firing (salespulse alerts list)."
     )
+    console.print(f"report: {snapshot.report_path or 'not written (nothing stored)'}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------- replay
@@ -675,6 +676,7 @@ def db_migrate() -> None:
     """Create or upgrade the ClickHouse schema (versioned, idempotent migrations)."""
     from sinks.clickhouse import connect
     from sinks.migrate import apply_migrations
+    from sinks.retention import apply_events_ttl
     from streams.runtime.supervisor import EmbeddedRuntime
 
     settings = load_settings()
@@ -684,6 +686,8 @@ def db_migrate() -> None:
         client = connect(live)
         try:
             applied = apply_migrations(client, live.clickhouse_database)
+            # The raw-event TTL is a setting, not a migration: applied (or changed) on every run.
+            apply_events_ttl(client, live.clickhouse_database, live.events_ttl_days)
         finally:
             client.disconnect()
     if applied:
@@ -813,6 +817,14 @@ from streams.cli_alerts import alerter, alerts_app  # noqa: E402 - registered wi
 
 app.command()(alerter)
 app.add_typer(alerts_app, name="alerts")
+
+from streams.cli_dashboards import dashboards_app  # noqa: E402
+from streams.cli_dlq import dlq_app  # noqa: E402
+from streams.cli_report import report  # noqa: E402
+
+app.command()(report)
+app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(dlq_app, name="dlq")
 
 
 # -------------------------------------------------------------------------------------- backtest

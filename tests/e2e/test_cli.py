@@ -403,6 +403,10 @@ def test_demo_with_a_duration_runs_to_completion_and_leaves_nothing_running(cli:
     assert stored > 0, result.describe()
     # The demo sends two malformed messages on purpose; both must come out as dead letters.
     assert dead_letters >= 2, result.describe()
+    # It ends with the sales report of what it stored, and prints where.
+    report = re.search(r"^report: (/\S+/index\.html)$", result.stderr, re.MULTILINE)
+    assert report is not None, result.describe()
+    assert Path(report.group(1)).read_text(encoding="utf-8").count("<svg") >= 4
 
     # We really watched it run (so the check below is not vacuous), and nothing outlived it.
     assert {"salespulse", "broker", "clickhouse", "worker"} <= set(seen), seen

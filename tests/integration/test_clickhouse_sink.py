@@ -8,6 +8,7 @@ assertions with FINAL are what prove the deduplication, and the raw counts prove
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -39,7 +40,10 @@ INGESTED_AT = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
 ORIGIN = MessageOrigin("salespulse.activities", 3, 1200)
 HOSTILE = "'; DROP TABLE x; --"
 TABLES = [
+    "activity_hourly",
+    "activity_hourly_mv",
     "alerts",
+    "dead_letter_replays",
     "dead_letters",
     "deals",
     "events",
@@ -48,6 +52,12 @@ TABLES = [
     "reps",
     "schema_migrations",
     "silences",
+    "v_alerts",
+    "v_deals",
+    "v_rep_daily_activity",
+    "v_rep_daily_outcomes",
+    "v_rep_hourly_activity",
+    "v_visits",
 ]
 
 
@@ -129,10 +139,17 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (6, "alerts"),
         (7, "rep_modes"),
         (8, "silences"),
+        (9, "dead_letter_replays"),
+        (10, "analytics_views"),
+        (11, "activity_hourly"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
-        assert all("IF NOT EXISTS" in s for s in split_statements(migration.sql))
+        # Re-runnable: DDL says IF NOT EXISTS; a backfill INSERT must be idempotent by construction
+        # (0011 inserts sets of event ids, which a second run cannot change).
+        for statement in split_statements(migration.sql):
+            code = re.sub(r"^\s*--.*$", "", statement, flags=re.MULTILINE).strip()
+            assert "IF NOT EXISTS" in code or code.startswith("INSERT INTO"), statement
 
 
 def test_render_refuses_a_database_name_that_is_not_an_identifier() -> None:
@@ -155,6 +172,9 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (6, "alerts"),
         (7, "rep_modes"),
         (8, "silences"),
+        (9, "dead_letter_replays"),
+        (10, "analytics_views"),
+        (11, "activity_hourly"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
@@ -170,6 +190,9 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (6, "alerts"),
         (7, "rep_modes"),
         (8, "silences"),
+        (9, "dead_letter_replays"),
+        (10, "analytics_views"),
+        (11, "activity_hourly"),
     ]
 
 
