@@ -4,61 +4,18 @@ local webhook, `alerts list`, a second tick sending nothing twice, and a silence
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .conftest import Cli
+from .conftest import Cli, WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
 
-class Hook:
-    """A local webhook receiver that records every JSON body."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                hook.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    receiver = Hook()
-    try:
-        yield receiver
-    finally:
-        receiver.close()
-
-
-def test_alerter_sends_grouped_alerts_once_and_lists_them(cli: Cli, tmp_path: Path, hook: Hook) -> None:
+def test_alerter_sends_grouped_alerts_once_and_lists_them(
+    cli: Cli, tmp_path: Path, hook: WebhookReceiver
+) -> None:
     demo = cli.run("demo", "--duration", "20", "--reps", "12", "--days", "42", "--rate", "2000", timeout=120)
     assert demo.returncode == 0, demo.describe()
     routing = tmp_path / "routing.yaml"

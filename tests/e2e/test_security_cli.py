@@ -12,19 +12,15 @@ import json
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from .conftest import SALESPULSE, Cli, CliResult, clickhouse_of
+from .conftest import SALESPULSE, Cli, CliResult, WebhookReceiver, clickhouse_of
 
 pytestmark = pytest.mark.e2e
 
@@ -35,47 +31,6 @@ PLAIN_REP, PLAIN_TEAM = "plain-1", "Plain Team"
 SECRET_PATH = "T0SECRET/B0SECRET/XyZsecretToken42"
 HMAC_SECRET = "hmac-Very-Secret-42"
 DB_PASSWORD = "Pa55-db-Secret-42"
-
-
-class Hook:
-    """A local webhook that records bodies and their signature header."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, str | None]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                hook.received.append((body, self.headers.get("X-Salespulse-Signature")))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    receiver = Hook()
-    try:
-        yield receiver
-    finally:
-        receiver.close()
 
 
 def closed_port() -> int:
@@ -113,7 +68,7 @@ def write_inputs(folder: Path) -> tuple[Path, Path, int]:
     return reps, events, len(days)
 
 
-def routing_file(folder: Path, hook: Hook) -> Path:
+def routing_file(folder: Path, hook: WebhookReceiver) -> Path:
     """The hostile team's alerts go to the local hook (signed); the plain team's to a Slack-like
     URL holding a secret token, on a port where nothing listens (its delivery fails)."""
     path = folder / "routing.yaml"
@@ -141,7 +96,9 @@ def logs_of(cli: Cli) -> str:
     )
 
 
-def test_hostile_names_end_to_end_and_no_secret_anywhere(cli: Cli, tmp_path: Path, hook: Hook) -> None:
+def test_hostile_names_end_to_end_and_no_secret_anywhere(
+    cli: Cli, tmp_path: Path, hook: WebhookReceiver
+) -> None:
     reps, events, per_rep = write_inputs(tmp_path)
     outputs: list[str] = []
     outputs.append(ok(cli.run("reps", "load", str(reps))).output)
