@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         default="salespulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="ClickHouse database."
     )
     clickhouse_secure: bool = Field(default=False, description="Use TLS for the native protocol.")
+    clickhouse_query_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=120.0,
+        description=(
+            "Seconds a ClickHouse query or insert may go without a reply before it counts as failed "
+            "(and is retried): a server that hangs without closing the connection pauses the worker "
+            "this long, not the driver's 300 s."
+        ),
+    )
 
     topic_prefix: str = Field(
         default="salespulse.", pattern=r"^[A-Za-z0-9._-]*$", description="Prefix of every topic name."

@@ -238,6 +238,7 @@ def connect(
         password=settings.clickhouse_password.get_secret_value(),
         secure=settings.clickhouse_secure,
         connect_timeout=connect_timeout,
+        send_receive_timeout=settings.clickhouse_query_timeout_s,
         client_name="salespulse",
         settings={"use_numpy": False},
     )

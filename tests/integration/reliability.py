@@ -208,7 +208,9 @@ class RestartableBroker:
 
 class LatencyProxy:
     """A TCP proxy on 127.0.0.1 that delays every chunk it forwards, in both directions: a slow
-    network or an overloaded server, as the client sees it. ``delay_s`` may change while it runs."""
+    network or an overloaded server, as the client sees it. ``delay_s`` may change while it runs.
+    ``hang()`` stops forwarding with every connection left open (a server that hangs without
+    closing the socket) until ``resume()``."""
 
     def __init__(self, upstream_port: int, delay_s: float) -> None:
         self.upstream_port = upstream_port
@@ -218,6 +220,8 @@ class LatencyProxy:
         self.last_chunk_at = 0.0  # time.monotonic() of the last chunk forwarded
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._forwarding = asyncio.Event()
+        self._forwarding.set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="latency-proxy", daemon=True)
 
     def __enter__(self) -> LatencyProxy:
@@ -237,6 +241,12 @@ class LatencyProxy:
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def hang(self) -> None:
+        self._loop.call_soon_threadsafe(self._forwarding.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._forwarding.set)
 
     def busy(self) -> bool:
         """A client is talking to the server right now (a chunk went through within two delays)."""
@@ -260,6 +270,7 @@ class LatencyProxy:
         try:
             while chunk := await reader.read(65536):
                 await asyncio.sleep(self.delay_s)
+                await self._forwarding.wait()
                 self.chunks += 1
                 self.last_chunk_at = time.monotonic()
                 writer.write(chunk)

@@ -184,6 +184,56 @@ def test_a_broker_restart_loses_the_topics_and_republished_data_counts_once(
         assert_exact(settings, events)
 
 
+# ------------------------------------------------------------------------------ ClickHouse hangs
+
+
+def test_a_clickhouse_that_hangs_without_closing_times_out_pauses_and_loses_nothing(
+    runtime: EmbeddedRuntime,
+) -> None:
+    """A server that stops answering but keeps the connection open (a stuck disk, a frozen VM):
+    each round trip fails after SALESPULSE_CLICKHOUSE_QUERY_TIMEOUT_S instead of the driver's five
+    minutes, the worker retries with consumption paused, and once the server answers again every
+    event is stored once, including inserts the hung connections delivered late."""
+    events = sample_events(reps=6, per_rep=120)
+    first = [e for e in events if e.occurred_at < T0 + timedelta(hours=300)]
+    rest = [e for e in events if e not in first]
+    metrics_port = free_port()
+    with isolated_pipeline(runtime) as settings, LatencyProxy(runtime.clickhouse_port, 0) as proxy:
+        worker = start_worker(
+            runtime,
+            settings,
+            "worker-clickhouse-hangs",
+            {
+                "SALESPULSE_CLICKHOUSE_PORT": str(proxy.port),
+                "SALESPULSE_CLICKHOUSE_QUERY_TIMEOUT_S": "1",
+                "SALESPULSE_SINK_RETRY_MAX_SECONDS": "1",
+                "SALESPULSE_METRICS_PORT": str(metrics_port),
+            },
+        )
+        try:
+            asyncio.run(publish(settings, first))
+            settle(settings, worker)
+            proxy.hang()
+            asyncio.run(publish(settings, rest))
+            # The driver pings an idle connection first (5 s), then every round trip times out in 1 s;
+            # with the driver's default the first failure would take five minutes.
+            deadline = time.monotonic() + 30
+            while True:
+                samples = scrape(f"http://127.0.0.1:{metrics_port}/metrics", worker)
+                if metric(samples, "salespulse_clickhouse_write_failures_total") >= 2:
+                    break
+                assert time.monotonic() < deadline, "no ClickHouse round trip timed out within 30 s"
+                time.sleep(0.5)
+            progress = asyncio.run(consumer_progress(settings, settings.topics.consumed))
+            assert progress.lag > 0, "the worker acknowledged messages it could not have stored"
+            assert worker.is_running(), f"the worker gave up while ClickHouse hung:\n{worker.log_tail()}"
+            proxy.resume()
+            settle(settings, worker)
+        finally:
+            worker.stop()
+        assert_exact(settings, events)
+
+
 # ---------------------------------------------------------------------- slow ClickHouse, kill -9
 
 
