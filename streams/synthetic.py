@@ -44,6 +44,7 @@ from schemas.events import (
     MeetingHeldEvent,
     MeetingScheduledEvent,
     ProposalSentEvent,
+    VisitCheckOutEvent,
     VisitEvent,
 )
 from schemas.reps import ManagementMode, Rep
@@ -440,6 +441,9 @@ class _Generator:
         self._spec = spec
         # Independent of the org's stream, so the same reps can be replayed with different activity.
         self._rng = random.Random(f"events:{spec.seed}")  # noqa: S311 - a simulation, not a secret
+        # Field-visit details (how a check-out is sent) draw from their own stream, so they never
+        # reshuffle the rest of the history.
+        self._field_rng = random.Random(f"field:{spec.seed}")  # noqa: S311 - a simulation, not a secret
         self._origin = datetime.combine(spec.start.date(), datetime.min.time(), tzinfo=UTC)
         self._origin_weekday = self._origin.weekday()
         self._start_s = (spec.start - self._origin).total_seconds()
@@ -644,16 +648,37 @@ class _Generator:
         lat, lon = rep.profile.territory_centre
         # Most check-ins are GPS-accurate; some come from a phone indoors.
         accuracy = rng.uniform(4, 40) if rng.random() < 0.9 else rng.uniform(100, 800)
+        account_id = self._account(rep)
+        visit_lat = round(max(-90.0, min(90.0, lat + rng.gauss(0, 0.12))), 6)
+        visit_lon = round(max(-180.0, min(180.0, lon + rng.gauss(0, 0.15))), 6)
+        leaves_at = t + 60 * rng.randint(20, 90)
+        event_id = self._next_event_id()
+        # Half the check-outs come as their own event, as a mobile app sends them on leaving (those
+        # after working hours stay on the visit, which keeps every event inside them).
+        work_ends = int(t // _DAY_S) * _DAY_S + _WORK_END_S
+        separate_check_out = self._field_rng.random() < 0.5 and leaves_at < min(work_ends, self._end_s)
+        if separate_check_out:
+            self._schedule(leaves_at, partial(self._check_out, rep, event_id, account_id))
         return VisitEvent(
             type="visit",
+            event_id=event_id,
+            rep_id=rep.rep_id,
+            occurred_at=self._at(t),
+            account_id=account_id,
+            lat=visit_lat,
+            lon=visit_lon,
+            accuracy_m=round(accuracy, 1),
+            check_out_at=None if separate_check_out else self._at(leaves_at),
+        )
+
+    def _check_out(self, rep: _RepState, visit_id: str, account_id: str, t: float) -> Event:
+        return VisitCheckOutEvent(
+            type="visit_check_out",
             event_id=self._next_event_id(),
             rep_id=rep.rep_id,
             occurred_at=self._at(t),
-            account_id=self._account(rep),
-            lat=round(max(-90.0, min(90.0, lat + rng.gauss(0, 0.12))), 6),
-            lon=round(max(-180.0, min(180.0, lon + rng.gauss(0, 0.15))), 6),
-            accuracy_m=round(accuracy, 1),
-            check_out_at=self._at(t + 60 * rng.randint(20, 90)),
+            account_id=account_id,
+            visit_id=visit_id,
         )
 
     def _meeting_scheduled(self, rep: _RepState, account_id: str, t: float) -> Event:

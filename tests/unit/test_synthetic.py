@@ -22,6 +22,7 @@ from schemas.events import (
     EmailEvent,
     MeetingScheduledEvent,
     ProposalSentEvent,
+    VisitCheckOutEvent,
     VisitEvent,
 )
 from schemas.reps import ManagementMode, Rep
@@ -152,6 +153,7 @@ def test_events_belong_to_the_org(org: SyntheticOrg, events: list[Event]) -> Non
 
 def test_fields_look_like_real_activity(org: SyntheticOrg, events: list[Event]) -> None:
     centres = {p.rep.rep_id: p.territory_centre for p in org.profiles}
+    check_outs = {e.visit_id: e for e in events if isinstance(e, VisitCheckOutEvent)}
     for event in events:
         assert event.account_id is not None
         if isinstance(event, CallEvent):
@@ -167,15 +169,19 @@ def test_fields_look_like_real_activity(org: SyntheticOrg, events: list[Event]) 
             assert event.lat is not None
             assert event.lon is not None
             assert event.accuracy_m is not None
-            assert event.check_out_at is not None
+            # Every visit is checked out of: on the visit itself or by a check-out event naming it.
+            separate = check_outs.pop(event.event_id, None)
+            assert (event.check_out_at is None) == (separate is not None)
+            left_at = event.check_out_at or separate.occurred_at  # type: ignore[union-attr]
             lat, lon = centres[event.rep_id]
             assert abs(event.lat - lat) < 1.0
             assert abs(event.lon - lon) < 1.0
-            assert timedelta(minutes=20) <= event.check_out_at - event.occurred_at <= timedelta(minutes=90)
+            assert timedelta(minutes=20) <= left_at - event.occurred_at <= timedelta(minutes=90)
         elif isinstance(event, ProposalSentEvent | DealWonEvent):
             assert event.amount is not None
             assert event.amount > 0
             assert event.amount == event.amount.quantize(Decimal("0.01"))
+    assert check_outs == {}  # no check-out without its visit
 
 
 # --- the org --------------------------------------------------------------------------------------------
