@@ -17,6 +17,7 @@ from typing import Any
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ErrorCodes, NetworkError, ServerException, SocketTimeoutError
 
+from schemas.accounts import Account
 from schemas.deadletter import DeadLetter
 from schemas.events import SALES_EVENT_ADAPTER
 from schemas.reps import Rep
@@ -209,6 +210,41 @@ def deal_row(row: DealRow) -> Row:
 
 def daily_activity_row(row: DailyActivityRow) -> Row:
     return (row.rep_id, row.day, row.type, row.events, epoch_micros(row.updated_at))
+
+
+ACCOUNT_COLUMNS = ("account_id", "name", "lat", "lon", "radius_m", "segment", "owner_rep_id", "updated_at")
+
+
+def account_row(account: Account, updated_at: datetime) -> Row:
+    return (
+        account.account_id,
+        account.name,
+        account.lat,
+        account.lon,
+        account.radius_m,
+        account.segment,
+        account.owner_rep_id,
+        epoch_micros(updated_at),
+    )
+
+
+def write_accounts(client: Client, database: str, accounts: Iterable[Account], updated_at: datetime) -> int:
+    """Store account records (the newest ``updated_at`` of an account wins); returns how many.
+
+    Accounts are reference data loaded by ``salespulse import accounts``, not a stream: they are
+    written straight to the store of record, where workers read them (``stored_accounts``)."""
+    validate_database_name(database)
+    rows = [account_row(account, updated_at) for account in accounts]
+    if rows:
+        try:
+            client.execute(
+                f"INSERT INTO {database}.accounts ({', '.join(ACCOUNT_COLUMNS)}) VALUES",
+                rows,
+                types_check=False,
+            )
+        except Exception as exc:
+            raise SinkError(f"{database}.accounts", exc) from exc
+    return len(rows)
 
 
 def connect(

@@ -9,6 +9,7 @@ from typing import Any
 
 from clickhouse_driver import Client
 
+from schemas.accounts import Account
 from schemas.events import DEAL_TYPES, EVENT_TYPES, SALES_EVENT_ADAPTER
 from schemas.reps import UNASSIGNED, Rep
 from schemas.wire import Event
@@ -256,3 +257,40 @@ def visit_positions(
         VisitPosition(rep_id, occurred_at.replace(tzinfo=UTC), float(lat), float(lon))
         for rep_id, occurred_at, lat, lon in rows
     ]
+
+
+_ACCOUNT_SELECT = (
+    "SELECT account_id, name, lat, lon, radius_m, segment, owner_rep_id FROM {database}.accounts FINAL"
+)
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    account_id, name, lat, lon, radius_m, segment, owner_rep_id = row
+    return Account(
+        account_id=account_id,
+        name=name,
+        lat=lat,
+        lon=lon,
+        radius_m=radius_m,
+        segment=segment,
+        owner_rep_id=owner_rep_id,
+    )
+
+
+def stored_accounts(client: Client, database: str) -> dict[str, Account]:
+    """The current record of every account (``salespulse import accounts``), by account_id."""
+    validate_database_name(database)
+    rows = client.execute(_ACCOUNT_SELECT.format(database=database))
+    return {row[0]: _account(row) for row in rows}
+
+
+def assigned_accounts(client: Client, database: str, rep_id: str) -> list[Account]:
+    """The accounts whose current owner is ``rep_id`` (a rep's assigned accounts), by account_id."""
+    validate_database_name(database)
+    # Filtered outside FINAL: an account's newest record decides its owner, not any older one.
+    rows = client.execute(
+        f"SELECT * FROM ({_ACCOUNT_SELECT.format(database=database)}) "
+        "WHERE owner_rep_id = %(rep_id)s ORDER BY account_id",
+        {"rep_id": rep_id},
+    )
+    return [_account(row) for row in rows]

@@ -32,6 +32,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from schemas.accounts import Account
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.reps import Rep
 from schemas.settings import Settings
@@ -469,6 +470,9 @@ REPS_MAP_HELP = (
     "Columns of your export: rep=COL,team=COL,territory=COL"
     "[,name=COL,manager=COL,quota_monthly=COL,hired_at=COL,mode=COL]"
 )
+ACCOUNTS_MAP_HELP = (
+    "Columns of your export: account=COL,lat=COL,lon=COL[,radius_m=COL,segment=COL,name=COL,owner=COL]"
+)
 
 
 @dataclass
@@ -657,6 +661,70 @@ def import_reps(
     finally:
         handle.close()
     _import_summary(file, tally, "reps")
+
+
+@import_app.command("accounts")
+def import_accounts(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV export of accounts.")],
+    mapping: Annotated[str, typer.Option("--map", help=ACCOUNTS_MAP_HELP)],
+) -> None:
+    """Load customer accounts with their position (and geofence radius, segment, owner) from a CRM
+    export. Field visits are verified against them. Re-importing is idempotent; a later import of an
+    account replaces its record."""
+    from sinks.base import SinkBatch
+    from sinks.clickhouse import ClickHouseSink, connect, write_accounts
+    from sinks.migrate import apply_migrations
+    from streams.crm import RowError, parse_mapping, read_accounts, to_dead_letter
+    from streams.runtime.supervisor import EmbeddedRuntime
+
+    settings = load_settings()
+    configure_logging(settings)
+    try:
+        columns = parse_mapping(mapping, "accounts")
+    except ValueError as exc:
+        raise fail(f"--map: {exc}", 2) from None
+    tally = ImportTally()
+    accounts: dict[str, Account] = {}
+    dead_letters: list[DeadLetter] = []
+    handle = _open_csv(file)
+    try:
+        try:
+            rows = read_accounts(handle, columns, source_name=file.name)
+            for row in rows:
+                tally.rows += 1
+                if isinstance(row, RowError):
+                    tally.rejected += 1
+                    console.print(f"{escape(file.name)}:{row.line}: rejected: {escape(row.message)}")
+                    dead_letters.append(to_dead_letter(row, rejected_at=datetime.now(UTC)))
+                    continue
+                tally.imported += 1
+                tally.warnings += len(row.warnings)
+                for warning in row.warnings:
+                    logger.info("%s:%d: %s", file.name, row.line, warning)
+                accounts[row.account.account_id] = row.account  # a later row replaces an earlier one
+        except ValueError as exc:
+            raise fail(f"{file}: {exc}", 2) from None
+        except UnicodeDecodeError as exc:
+            raise fail(
+                f"{file} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
+            ) from None
+    finally:
+        handle.close()
+    # Accounts are reference data, not a stream: they go straight to the store of record, where
+    # workers pick them up (SALESPULSE_ACCOUNTS_REFRESH_S). Rejected rows are kept as dead letters.
+    with EmbeddedRuntime(settings, need_broker=False) as runtime:
+        live = runtime.settings_for_children()
+        client = connect(live)
+        try:
+            apply_migrations(client, live.clickhouse_database)
+            write_accounts(client, live.clickhouse_database, accounts.values(), datetime.now(UTC))
+            if dead_letters:
+                sink = ClickHouseSink(client, live.clickhouse_database)
+                sink.write(SinkBatch(dead_letters=dead_letters))
+                sink.flush()
+        finally:
+            client.disconnect()
+    _import_summary(file, tally, "accounts")
 
 
 def _zone(name: str) -> tzinfo:

@@ -40,6 +40,7 @@ INGESTED_AT = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
 ORIGIN = MessageOrigin("salespulse.activities", 3, 1200)
 HOSTILE = "'; DROP TABLE x; --"
 TABLES = [
+    "accounts",
     "activity_hourly",
     "activity_hourly_mv",
     "alerts",
@@ -142,6 +143,7 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (9, "dead_letter_replays"),
         (10, "analytics_views"),
         (11, "activity_hourly"),
+        (12, "accounts"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -175,6 +177,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (9, "dead_letter_replays"),
         (10, "analytics_views"),
         (11, "activity_hourly"),
+        (12, "accounts"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
@@ -193,6 +196,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (9, "dead_letter_replays"),
         (10, "analytics_views"),
         (11, "activity_hourly"),
+        (12, "accounts"),
     ]
 
 
