@@ -755,7 +755,9 @@ def db_migrate() -> None:
         try:
             applied = apply_migrations(client, live.clickhouse_database)
             # The raw-event TTL is a setting, not a migration: applied (or changed) on every run.
-            apply_events_ttl(client, live.clickhouse_database, live.events_ttl_days)
+            apply_events_ttl(
+                client, live.clickhouse_database, live.events_ttl_days, live.visit_location_retention_days
+            )
         finally:
             client.disconnect()
     if applied:

@@ -55,10 +55,12 @@ TABLES = [
     "silences",
     "v_alerts",
     "v_deals",
+    "v_field_visits",
     "v_rep_daily_activity",
     "v_rep_daily_outcomes",
     "v_rep_hourly_activity",
     "v_visits",
+    "visits",
 ]
 
 
@@ -144,6 +146,7 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (13, "visits"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -178,6 +181,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (13, "visits"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
@@ -197,6 +201,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (13, "visits"),
     ]
 
 
