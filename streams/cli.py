@@ -800,6 +800,7 @@ TABLE_COLUMNS = (
     ("emails", "emails"),
     ("meetings_held", "meetings"),
     ("visits", "visits"),
+    ("verified_share", "verified"),
     ("proposals_sent", "proposals"),
     ("quota_attainment", "quota %"),
 )
@@ -826,6 +827,14 @@ def kpis(
         int | None,
         typer.Option(min=1, max=3660, help="Rolling window: the N days ending --until (e.g. 7 or 28)."),
     ] = None,
+    coverage_days: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=3660,
+            help="Account coverage: assigned accounts with a verified visit in the N days ending --until.",
+        ),
+    ] = 30,
 ) -> None:
     """Leading and lagging KPIs per rep, team, territory, product or account, read from ClickHouse."""
     from sinks.clickhouse import connect
@@ -850,6 +859,7 @@ def kpis(
                 until=until.date() if until else None,
                 deal_stages=settings.deal_stages,
                 last_days=days,
+                coverage_days=coverage_days,
             )
         finally:
             client.disconnect()
@@ -874,7 +884,7 @@ def kpis(
 def _cell(key: str, value: object) -> str:
     if value is None:
         return "-"
-    if key in ("win_rate", "quota_attainment") and isinstance(value, float):
+    if key in ("win_rate", "quota_attainment", "verified_share") and isinstance(value, float):
         return f"{value:.0%}"
     if isinstance(value, float):
         return f"{value:,.0f}" if key != "avg_cycle_days" else f"{value:.1f}"
