@@ -17,11 +17,11 @@ from test_pipeline import isolated_pipeline
 from schemas.alert_rules import AlertRulesConfig
 from schemas.settings import Settings
 from schemas.wire import MessageOrigin, encode_batch
-from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect
+from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect, write_accounts
 from streams.alerter import Alerter, BookStore
 from streams.processor import BatchProcessor, RawMessage
 from streams.runtime.supervisor import EmbeddedRuntime
-from streams.synthetic import OrgSpec, generate_org, iter_events
+from streams.synthetic import OrgSpec, generate_accounts, generate_org, iter_events
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +34,17 @@ def store_history(settings: Settings, spec: OrgSpec) -> list[str]:
     returns the ids of the fading reps."""
     org = generate_org(spec)
     client = connect(settings)
+    write_accounts(client, settings.clickhouse_database, generate_accounts(org), START)
     sink = ClickHouseSink(client, settings.clickhouse_database)
+    history = ClickHouseHistory(connect(settings), settings.clickhouse_database)
     step = BatchProcessor(
-        history=ClickHouseHistory(connect(settings), settings.clickhouse_database),
+        history=history,
         late_grace=timedelta(days=settings.late_grace_days),
         clock=lambda: START + timedelta(days=DAYS),
         rep_topic="reps",
         max_message_bytes=settings.max_message_bytes,
         deal_stages=settings.deal_stages,
+        visits=history,
     )
     reps = [
         RawMessage(r.rep_id.encode(), r.model_dump_json().encode(), MessageOrigin("reps")) for r in org.reps
