@@ -128,8 +128,8 @@ PRODUCTS: tuple[tuple[str, float, float], ...] = (
 ACCOUNTS_PER_REP = 400
 _ACCOUNT_SUFFIXES = tuple(f"{n:03d}" for n in range(ACCOUNTS_PER_REP))
 # Field visits: each rep's first accounts are key accounts, visited more often than the others.
-KEY_ACCOUNTS_PER_REP = 12
-KEY_ACCOUNT_VISIT_SHARE = 0.35
+KEY_ACCOUNTS_PER_REP = 5
+KEY_ACCOUNT_VISIT_SHARE = 0.4
 # Accounts lie within this many degrees of their territory's centre (about 20 km).
 ACCOUNT_SPREAD_DEG = 0.18
 VISIT_OUT_OF_RANGE_RATE = 0.04  # checked in from the car park down the road, or the wrong site

@@ -1313,7 +1313,7 @@ def _low_verified_share(view: RepView, decision: ModeDecision, context: _Now) ->
 
 def _key_accounts_not_visited(view: RepView, decision: ModeDecision, context: _Now) -> list[AlertCandidate]:
     rule = context.config.key_accounts_not_visited
-    key_accounts = sorted(a.account_id for a in view.accounts if a.segment in rule.segments)
+    key_accounts = {a.account_id: a.name for a in view.accounts if a.segment in rule.segments}
     if not rule.enabled or not key_accounts:
         return []
     since = context.at - timedelta(days=rule.days)
@@ -1324,10 +1324,11 @@ def _key_accounts_not_visited(view: RepView, decision: ModeDecision, context: _N
         and v.status is VisitStatus.VERIFIED
         and not v.check_in_missing
     }
-    missing = [account_id for account_id in key_accounts if account_id not in visited]
+    missing = [account_id for account_id in sorted(key_accounts) if account_id not in visited]
     if not missing:
         return []
-    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    named = [key_accounts[a] if key_accounts[a] == a else f"{key_accounts[a]} ({a})" for a in missing]
+    shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
     return [
         AlertCandidate(
             rule=KEY_ACCOUNTS_NOT_VISITED,

@@ -129,7 +129,7 @@ def test_key_accounts_not_visited() -> None:
     ]
     candidate = fired([view(visits, accounts)], cfg)[KEY_ACCOUNTS_NOT_VISITED]
     assert (candidate.value, candidate.baseline) == (1, 2)
-    assert "k2" in candidate.summary and "k1" not in candidate.summary
+    assert "K2 (k2)" in candidate.summary and "k1" not in candidate.summary
     visits.append(visit(datetime(2026, 5, 18, 10, tzinfo=UTC), account="k2"))
     assert fired([view(visits, accounts)], cfg) == {}
 
