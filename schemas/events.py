@@ -161,6 +161,25 @@ class VisitEvent(_EventBase):
         return self
 
 
+class VisitCheckOutEvent(_EventBase):
+    """The end of a visit sent apart from its check-in (a mobile app checks in on arrival and out
+    on leaving). ``visit_id`` is the ``event_id`` of the check-in (a ``visit`` event); ``occurred_at``
+    is the check-out time. Its own ``event_id`` makes it idempotent like every event; when a visit
+    gets several check-outs, the latest one counts."""
+
+    type: Literal["visit_check_out"]
+    visit_id: Identifier
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
+    accuracy_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VisitCheckOutEvent:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon must be given together")
+        return self
+
+
 class DemoEvent(_EventBase):
     type: Literal["demo"]
 
@@ -207,6 +226,7 @@ ActivityEvent: TypeAlias = (
     | MeetingScheduledEvent
     | MeetingHeldEvent
     | VisitEvent
+    | VisitCheckOutEvent
     | DemoEvent
     | ProposalSentEvent
 )
@@ -219,6 +239,7 @@ EVENT_MODELS: tuple[type[_EventBase], ...] = (
     MeetingScheduledEvent,
     MeetingHeldEvent,
     VisitEvent,
+    VisitCheckOutEvent,
     DemoEvent,
     ProposalSentEvent,
     DealCreatedEvent,
@@ -261,5 +282,6 @@ __all__ = [
     "MeetingScheduledEvent",
     "ProposalSentEvent",
     "SalesEvent",
+    "VisitCheckOutEvent",
     "VisitEvent",
 ]

@@ -9,9 +9,11 @@ from typing import Any
 
 from clickhouse_driver import Client
 
+from schemas.accounts import Account
 from schemas.events import DEAL_TYPES, EVENT_TYPES, SALES_EVENT_ADAPTER
 from schemas.reps import UNASSIGNED, Rep
 from schemas.wire import Event
+from sinks.base import VisitRow
 from sinks.migrate import validate_database_name
 
 
@@ -237,22 +239,119 @@ class VisitPosition:
     occurred_at: datetime
     lat: float
     lon: float
+    # verified | out_of_range | unlocated, as the worker verified the visit (None: not known)
+    status: str | None = None
 
 
 def visit_positions(
     client: Client, database: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[VisitPosition]:
-    """Field visits that reported a position (``lat`` and ``lon`` in the event), each once, as
-    reported: nothing here says the rep was really there."""
+    """Field visits that reported a position (kept for SALESPULSE_VISIT_LOCATION_RETENTION_DAYS),
+    each once, with the worker's verification status, oldest first."""
     validate_database_name(database)
-    conditions, params = _moment_range("occurred_at", start, end)
-    conditions += ["type = 'visit'", "JSONHas(payload, 'lat')", "JSONHas(payload, 'lon')"]
+    conditions, params = _moment_range("checked_in_at", start, end)
+    conditions += ["check_in_missing = 0", "lat IS NOT NULL", "lon IS NOT NULL"]
     rows = client.execute(
-        "SELECT rep_id, occurred_at, JSONExtractFloat(payload, 'lat'), JSONExtractFloat(payload, 'lon') "
-        f"FROM {database}.events FINAL WHERE {' AND '.join(conditions)} ORDER BY occurred_at, event_id",
+        "SELECT rep_id, checked_in_at, lat, lon, status "
+        f"FROM (SELECT * FROM {database}.visits FINAL) WHERE {' AND '.join(conditions)} "
+        "ORDER BY checked_in_at, visit_id",
         params,
     )
     return [
-        VisitPosition(rep_id, occurred_at.replace(tzinfo=UTC), float(lat), float(lon))
-        for rep_id, occurred_at, lat, lon in rows
+        VisitPosition(rep_id, occurred_at.replace(tzinfo=UTC), float(lat), float(lon), status)
+        for rep_id, occurred_at, lat, lon, status in rows
+    ]
+
+
+_ACCOUNT_SELECT = (
+    "SELECT account_id, name, lat, lon, radius_m, segment, owner_rep_id FROM {database}.accounts FINAL"
+)
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    account_id, name, lat, lon, radius_m, segment, owner_rep_id = row
+    return Account(
+        account_id=account_id,
+        name=name,
+        lat=lat,
+        lon=lon,
+        radius_m=radius_m,
+        segment=segment,
+        owner_rep_id=owner_rep_id,
+    )
+
+
+def stored_accounts(client: Client, database: str) -> dict[str, Account]:
+    """The current record of every account (``salespulse import accounts``), by account_id."""
+    validate_database_name(database)
+    rows = client.execute(_ACCOUNT_SELECT.format(database=database))
+    return {row[0]: _account(row) for row in rows}
+
+
+def assigned_accounts(client: Client, database: str, rep_id: str) -> list[Account]:
+    """The accounts whose current owner is ``rep_id`` (a rep's assigned accounts), by account_id."""
+    validate_database_name(database)
+    # Filtered outside FINAL: an account's newest record decides its owner, not any older one.
+    rows = client.execute(
+        f"SELECT * FROM ({_ACCOUNT_SELECT.format(database=database)}) "
+        "WHERE owner_rep_id = %(rep_id)s ORDER BY account_id",
+        {"rep_id": rep_id},
+    )
+    return [_account(row) for row in rows]
+
+
+def stored_visits(
+    client: Client, database: str, start: datetime | None = None, end: datetime | None = None
+) -> list[VisitRow]:
+    """Every stored visit row (orphan check-outs included) checked into in ``start``..``end``
+    (end exclusive; None = open), in its newest state, oldest first."""
+    validate_database_name(database)
+    conditions, params = _moment_range("checked_in_at", start, end)
+    where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    rows = client.execute(
+        "SELECT visit_id, rep_id, account_id, checked_in_at, checked_out_at, duration_s, status, "
+        "distance_m, radius_m, lat, lon, accuracy_m, check_in_missing, overlaps, impossible_travel, "
+        f"travel_speed_kmh, updated_at FROM (SELECT * FROM {database}.visits FINAL){where} "
+        "ORDER BY checked_in_at, visit_id",
+        params,
+    )
+    return [
+        VisitRow(
+            visit_id=visit_id,
+            rep_id=rep_id,
+            account_id=account_id,
+            checked_in_at=checked_in_at.replace(tzinfo=UTC),
+            checked_out_at=None if checked_out_at is None else checked_out_at.replace(tzinfo=UTC),
+            duration_s=duration_s,
+            status=status,
+            distance_m=distance_m,
+            radius_m=radius_m,
+            lat=lat,
+            lon=lon,
+            accuracy_m=accuracy_m,
+            check_in_missing=bool(check_in_missing),
+            overlaps=bool(overlaps),
+            impossible_travel=bool(impossible_travel),
+            travel_speed_kmh=travel_speed_kmh,
+            updated_at=updated_at.replace(tzinfo=UTC),
+        )
+        for (
+            visit_id,
+            rep_id,
+            account_id,
+            checked_in_at,
+            checked_out_at,
+            duration_s,
+            status,
+            distance_m,
+            radius_m,
+            lat,
+            lon,
+            accuracy_m,
+            check_in_missing,
+            overlaps,
+            impossible_travel,
+            travel_speed_kmh,
+            updated_at,
+        ) in rows
     ]

@@ -32,6 +32,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from schemas.accounts import Account
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.reps import Rep
 from schemas.settings import Settings
@@ -469,6 +470,9 @@ REPS_MAP_HELP = (
     "Columns of your export: rep=COL,team=COL,territory=COL"
     "[,name=COL,manager=COL,quota_monthly=COL,hired_at=COL,mode=COL]"
 )
+ACCOUNTS_MAP_HELP = (
+    "Columns of your export: account=COL,lat=COL,lon=COL[,radius_m=COL,segment=COL,name=COL,owner=COL]"
+)
 
 
 @dataclass
@@ -659,6 +663,70 @@ def import_reps(
     _import_summary(file, tally, "reps")
 
 
+@import_app.command("accounts")
+def import_accounts(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV export of accounts.")],
+    mapping: Annotated[str, typer.Option("--map", help=ACCOUNTS_MAP_HELP)],
+) -> None:
+    """Load customer accounts with their position (and geofence radius, segment, owner) from a CRM
+    export. Field visits are verified against them. Re-importing is idempotent; a later import of an
+    account replaces its record."""
+    from sinks.base import SinkBatch
+    from sinks.clickhouse import ClickHouseSink, connect, write_accounts
+    from sinks.migrate import apply_migrations
+    from streams.crm import RowError, parse_mapping, read_accounts, to_dead_letter
+    from streams.runtime.supervisor import EmbeddedRuntime
+
+    settings = load_settings()
+    configure_logging(settings)
+    try:
+        columns = parse_mapping(mapping, "accounts")
+    except ValueError as exc:
+        raise fail(f"--map: {exc}", 2) from None
+    tally = ImportTally()
+    accounts: dict[str, Account] = {}
+    dead_letters: list[DeadLetter] = []
+    handle = _open_csv(file)
+    try:
+        try:
+            rows = read_accounts(handle, columns, source_name=file.name)
+            for row in rows:
+                tally.rows += 1
+                if isinstance(row, RowError):
+                    tally.rejected += 1
+                    console.print(f"{escape(file.name)}:{row.line}: rejected: {escape(row.message)}")
+                    dead_letters.append(to_dead_letter(row, rejected_at=datetime.now(UTC)))
+                    continue
+                tally.imported += 1
+                tally.warnings += len(row.warnings)
+                for warning in row.warnings:
+                    logger.info("%s:%d: %s", file.name, row.line, warning)
+                accounts[row.account.account_id] = row.account  # a later row replaces an earlier one
+        except ValueError as exc:
+            raise fail(f"{file}: {exc}", 2) from None
+        except UnicodeDecodeError as exc:
+            raise fail(
+                f"{file} is not UTF-8 text ({exc.reason}); save it as UTF-8 (in Excel: CSV UTF-8)"
+            ) from None
+    finally:
+        handle.close()
+    # Accounts are reference data, not a stream: they go straight to the store of record, where
+    # workers pick them up (SALESPULSE_ACCOUNTS_REFRESH_S). Rejected rows are kept as dead letters.
+    with EmbeddedRuntime(settings, need_broker=False) as runtime:
+        live = runtime.settings_for_children()
+        client = connect(live)
+        try:
+            apply_migrations(client, live.clickhouse_database)
+            write_accounts(client, live.clickhouse_database, accounts.values(), datetime.now(UTC))
+            if dead_letters:
+                sink = ClickHouseSink(client, live.clickhouse_database)
+                sink.write(SinkBatch(dead_letters=dead_letters))
+                sink.flush()
+        finally:
+            client.disconnect()
+    _import_summary(file, tally, "accounts")
+
+
 def _zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
@@ -687,7 +755,9 @@ def db_migrate() -> None:
         try:
             applied = apply_migrations(client, live.clickhouse_database)
             # The raw-event TTL is a setting, not a migration: applied (or changed) on every run.
-            apply_events_ttl(client, live.clickhouse_database, live.events_ttl_days)
+            apply_events_ttl(
+                client, live.clickhouse_database, live.events_ttl_days, live.visit_location_retention_days
+            )
         finally:
             client.disconnect()
     if applied:
@@ -730,6 +800,7 @@ TABLE_COLUMNS = (
     ("emails", "emails"),
     ("meetings_held", "meetings"),
     ("visits", "visits"),
+    ("verified_share", "verified"),
     ("proposals_sent", "proposals"),
     ("quota_attainment", "quota %"),
 )
@@ -756,6 +827,14 @@ def kpis(
         int | None,
         typer.Option(min=1, max=3660, help="Rolling window: the N days ending --until (e.g. 7 or 28)."),
     ] = None,
+    coverage_days: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=3660,
+            help="Account coverage: assigned accounts with a verified visit in the N days ending --until.",
+        ),
+    ] = 30,
 ) -> None:
     """Leading and lagging KPIs per rep, team, territory, product or account, read from ClickHouse."""
     from sinks.clickhouse import connect
@@ -780,6 +859,7 @@ def kpis(
                 until=until.date() if until else None,
                 deal_stages=settings.deal_stages,
                 last_days=days,
+                coverage_days=coverage_days,
             )
         finally:
             client.disconnect()
@@ -797,14 +877,14 @@ def kpis(
     for _, header in TABLE_COLUMNS:
         table.add_column(header, justify="right")
     for row in report.rows:
-        table.add_row(str(row[by.value]), *(_cell(key, row[key]) for key, _ in TABLE_COLUMNS))
+        table.add_row(str(row[by.value]), *(_cell(key, row.get(key)) for key, _ in TABLE_COLUMNS))
     out.print(table)
 
 
 def _cell(key: str, value: object) -> str:
     if value is None:
         return "-"
-    if key in ("win_rate", "quota_attainment") and isinstance(value, float):
+    if key in ("win_rate", "quota_attainment", "verified_share") and isinstance(value, float):
         return f"{value:.0%}"
     if isinstance(value, float):
         return f"{value:,.0f}" if key != "avg_cycle_days" else f"{value:.1f}"

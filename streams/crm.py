@@ -54,6 +54,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from schemas.accounts import Account
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import (
     MAX_ID_LENGTH,
@@ -70,16 +71,20 @@ class ImportKind(StrEnum):
 
     DEALS = "deals"
     REPS = "reps"
+    ACCOUNTS = "accounts"
 
 
 DEAL_REQUIRED_FIELDS: tuple[str, ...] = ("deal_id", "rep", "stage", "opened_at", "closed_at", "amount")
 DEAL_OPTIONAL_FIELDS: tuple[str, ...] = ("account", "product")
 REP_REQUIRED_FIELDS: tuple[str, ...] = ("rep", "team", "territory")
 REP_OPTIONAL_FIELDS: tuple[str, ...] = ("name", "manager", "quota_monthly", "hired_at", "mode")
+ACCOUNT_REQUIRED_FIELDS: tuple[str, ...] = ("account", "lat", "lon")
+ACCOUNT_OPTIONAL_FIELDS: tuple[str, ...] = ("radius_m", "segment", "name", "owner")
 
 _FIELDS: dict[ImportKind, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ImportKind.DEALS: (DEAL_REQUIRED_FIELDS, DEAL_OPTIONAL_FIELDS),
     ImportKind.REPS: (REP_REQUIRED_FIELDS, REP_OPTIONAL_FIELDS),
+    ImportKind.ACCOUNTS: (ACCOUNT_REQUIRED_FIELDS, ACCOUNT_OPTIONAL_FIELDS),
 }
 
 # A date-only value is midnight in ``default_tz``; in a CRM whose zone is ahead of it, "today" can
@@ -108,7 +113,7 @@ def _allowed_fields_text(kind: ImportKind) -> str:
 
 
 def parse_mapping(text: str, kind: ImportKind | str) -> ColumnMapping:
-    """Parse ``field=Column Name,field=Column Name,...`` for ``kind`` ("deals" or "reps").
+    """Parse ``field=Column Name,field=Column Name,...`` for ``kind`` ("deals", "reps" or "accounts").
 
     Field names are case-insensitive; column names are kept as written (trimmed) and may hold
     spaces and ``=``, but not commas. Raises ``ValueError`` saying what is allowed.
@@ -392,6 +397,15 @@ class RowRep:
 
 
 @dataclass(frozen=True, slots=True)
+class RowAccount:
+    """The account record of one row. ``line`` is the row's first line in the file (header = 1)."""
+
+    line: int
+    account: Account
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RowError:
     """A row that could not be imported, and why.
 
@@ -409,7 +423,7 @@ class RowError:
 
 def to_dead_letter(error: RowError, *, rejected_at: datetime) -> DeadLetter:
     """The dead letter of a rejected row (reason ``invalid``, the line number as offset)."""
-    noun = "deal" if error.kind is ImportKind.DEALS else "rep"
+    noun = {ImportKind.DEALS: "deal", ImportKind.REPS: "rep", ImportKind.ACCOUNTS: "account"}[error.kind]
     return DeadLetter.of(
         DeadLetterReason.INVALID,
         f"invalid CRM {noun} row: {error.message}",
@@ -858,7 +872,106 @@ def _rep_results(
         yield RowRep(record.line, rep, tuple(warnings))
 
 
+_COORDINATE = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
+
+
+def parse_coordinate(text: str) -> float:
+    """A decimal-degree coordinate: ``48.1374``, ``-0.1278``, or with a decimal comma (``48,1374``,
+    as spreadsheets write it in much of Europe). Degrees-minutes-seconds are not read."""
+    value = text.strip()
+    if not _COORDINATE.fullmatch(value):
+        raise ValueError(
+            f"{_quote(value)} is not a decimal-degree coordinate (e.g. 48.1374 or -0.1278; "
+            "degrees-minutes-seconds are not read)"
+        )
+    return float(value.replace(",", "."))
+
+
+def _account_record(cells: _Cells) -> tuple[Account, list[str]]:
+    account_id = cells.required("account")
+    warnings: list[str] = []
+    name = cells.get("name")
+    if not name:
+        if "name" in cells.columns:
+            warnings.append(f"{cells.where('name')} is empty; the account id is used as the name")
+        name = account_id
+    values: dict[str, Any] = {"account_id": account_id, "name": name}
+    lat_text, lon_text = cells.get("lat"), cells.get("lon")
+    if lat_text or lon_text:
+        for field in ("lat", "lon"):
+            text = cells.required(field, "; give lat and lon together")
+            try:
+                values[field] = parse_coordinate(text)
+            except ValueError as exc:
+                raise _RowProblem(f"{cells.where(field)}: {exc}") from None
+    else:
+        warnings.append(
+            f"account {_quote(account_id)} has no position; visits to it stay unlocated until it has one"
+        )
+    if radius := cells.get("radius_m"):
+        try:
+            values["radius_m"] = float(radius.replace(",", "."))
+        except ValueError:
+            where = cells.where("radius_m")
+            raise _RowProblem(f"{where}: {_quote(radius)} is not a number of metres") from None
+    if segment := cells.get("segment"):
+        values["segment"] = segment
+    if owner := cells.get("owner"):
+        values["owner_rep_id"] = owner
+    try:
+        return Account.model_validate(values), warnings
+    except ValidationError as exc:
+        raise _RowProblem(
+            _describe_validation(exc, cells.columns, {"account_id": "account", "owner_rep_id": "owner"})
+        ) from None
+
+
+def read_accounts(
+    stream: Iterable[str],
+    mapping: ColumnMapping,
+    *,
+    source_name: str,
+    delimiter: str | None = None,
+) -> Iterator[RowAccount | RowError]:
+    """The account record of every row of a CRM account export, or the error of each bad row.
+
+    Same file handling as ``read_deals``. Coordinates are decimal degrees (``parse_coordinate``);
+    a row with neither lat nor lon is imported without a position (with a warning); ``radius_m``
+    is metres (empty: ``schemas.accounts.DEFAULT_RADIUS_M``); ``owner`` is the rep the account is
+    assigned to. An account repeated in the file is kept (the later row replaces the earlier)
+    with a warning. Raises ``ValueError`` at once when the mapping does not fit the header.
+    """
+    table, indexes = _open(stream, mapping, ImportKind.ACCOUNTS, delimiter)
+    return _account_results(table, indexes, mapping, f"file:{source_name}")
+
+
+def _account_results(
+    table: _Table, indexes: dict[str, int], mapping: ColumnMapping, source: str
+) -> Iterator[RowAccount | RowError]:
+    first_line_of_account: dict[str, int] = {}
+    for record in table.records():
+        if isinstance(record, _BadRecord):
+            yield RowError(record.line, record.message, ImportKind.ACCOUNTS, source, record.raw)
+            continue
+        cells = _Cells(record, indexes, mapping.columns)
+        try:
+            account, warnings = _account_record(cells)
+        except _RowProblem as exc:
+            rep_id = cells.get("owner") or None
+            yield RowError(record.line, str(exc), ImportKind.ACCOUNTS, source, table.raw(record), rep_id)
+            continue
+        if account.account_id in first_line_of_account:
+            earlier = first_line_of_account[account.account_id]
+            warnings.append(
+                f"account {_quote(account.account_id)} is also on line {earlier}; this later row replaces it"
+            )
+        first_line_of_account.setdefault(account.account_id, record.line)
+        yield RowAccount(record.line, account, tuple(warnings))
+
+
 __all__ = [
+    "ACCOUNT_OPTIONAL_FIELDS",
+    "ACCOUNT_REQUIRED_FIELDS",
     "DEAL_OPTIONAL_FIELDS",
     "DEAL_REQUIRED_FIELDS",
     "FUTURE_TOLERANCE",
@@ -868,15 +981,18 @@ __all__ = [
     "WON_STAGE_KEYS",
     "ColumnMapping",
     "ImportKind",
+    "RowAccount",
     "RowError",
     "RowEvents",
     "RowRep",
     "StageOutcome",
     "classify_stage",
     "parse_amount",
+    "parse_coordinate",
     "parse_date",
     "parse_mapping",
     "parse_timestamp",
+    "read_accounts",
     "read_deals",
     "read_reps",
     "resolve_columns",

@@ -40,6 +40,7 @@ INGESTED_AT = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
 ORIGIN = MessageOrigin("salespulse.activities", 3, 1200)
 HOSTILE = "'; DROP TABLE x; --"
 TABLES = [
+    "accounts",
     "activity_hourly",
     "activity_hourly_mv",
     "alerts",
@@ -54,10 +55,12 @@ TABLES = [
     "silences",
     "v_alerts",
     "v_deals",
+    "v_field_visits",
     "v_rep_daily_activity",
     "v_rep_daily_outcomes",
     "v_rep_hourly_activity",
     "v_visits",
+    "visits",
 ]
 
 
@@ -142,6 +145,8 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (9, "dead_letter_replays"),
         (10, "analytics_views"),
         (11, "activity_hourly"),
+        (12, "accounts"),
+        (13, "visits"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -175,6 +180,8 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (9, "dead_letter_replays"),
         (10, "analytics_views"),
         (11, "activity_hourly"),
+        (12, "accounts"),
+        (13, "visits"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
@@ -193,6 +200,8 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (9, "dead_letter_replays"),
         (10, "analytics_views"),
         (11, "activity_hourly"),
+        (12, "accounts"),
+        (13, "visits"),
     ]
 
 

@@ -89,6 +89,12 @@ TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "accuracy_m": _optional(st.floats(min_value=0, max_value=100_000)),
         "check_out_at": _optional(timestamps),
     },
+    "visit_check_out": {
+        "visit_id": identifiers,
+        "lat": _optional(st.floats(min_value=-90, max_value=90)),
+        "lon": _optional(st.floats(min_value=-180, max_value=180)),
+        "accuracy_m": _optional(st.floats(min_value=0, max_value=100_000)),
+    },
     "demo": {},
     "proposal_sent": {"deal_id": _optional(identifiers), "amount": _optional(amounts)},
     "deal_created": {
@@ -108,11 +114,13 @@ TYPE_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
 
 def _consistent_visit(d: dict[str, Any]) -> dict[str, Any]:
     """A visit has a position (lat and lon) or none, and checks out no earlier than it checks in."""
-    if d["type"] != "visit":
+    if d["type"] not in ("visit", "visit_check_out"):
         return d
     fixed = dict(d)
     if fixed["lat"] is None or fixed["lon"] is None:
         fixed["lat"] = fixed["lon"] = None
+    if d["type"] == "visit_check_out":
+        return fixed
     check_out = fixed["check_out_at"]
     if check_out is not None and datetime.fromisoformat(check_out) < datetime.fromisoformat(
         fixed["occurred_at"]
@@ -436,8 +444,8 @@ def test_a_dead_letter_stays_small_whatever_the_input_quotes() -> None:
 # --- the contract in detail ---------------------------------------------------------------------------
 
 
-def test_there_are_eleven_types_split_into_activities_and_deals() -> None:
-    assert len(EVENT_TYPES) == 11
+def test_there_are_twelve_types_split_into_activities_and_deals() -> None:
+    assert len(EVENT_TYPES) == 12
     assert set(ACTIVITY_TYPES) | set(DEAL_TYPES) == set(EVENT_TYPES)
     assert not set(ACTIVITY_TYPES) & set(DEAL_TYPES)
     assert set(DEAL_TYPES) == {"deal_created", "deal_stage_changed", "deal_won", "deal_lost"}
@@ -573,3 +581,18 @@ def test_visit_fields_must_be_consistent(extra: dict[str, object], message: str)
     raw = {"event_id": "v1", "type": "visit", "rep_id": "r1", "occurred_at": "2026-05-04T09:00:00Z", **extra}
     with pytest.raises(ValidationError, match=message):
         SALES_EVENT_ADAPTER.validate_python(raw)
+
+
+def test_a_check_out_names_its_check_in_and_gives_a_position_whole() -> None:
+    base = {
+        "event_id": "c-1",
+        "type": "visit_check_out",
+        "rep_id": "r1",
+        "occurred_at": "2026-03-02T10:00:00Z",
+    }
+    with pytest.raises(ValidationError, match="visit_id"):
+        SALES_EVENT_ADAPTER.validate_python(base)
+    with pytest.raises(ValidationError, match="lat and lon must be given together"):
+        SALES_EVENT_ADAPTER.validate_python({**base, "visit_id": "v-1", "lat": 48.0})
+    event = SALES_EVENT_ADAPTER.validate_python({**base, "visit_id": "v-1", "lat": 48.0, "lon": 11.0})
+    assert event.kind is EventKind.ACTIVITY
