@@ -48,6 +48,7 @@ TABLES = [
     "dead_letters",
     "deals",
     "events",
+    "ingest_tokens",
     "rep_daily_activity",
     "rep_modes",
     "reps",
@@ -144,6 +145,7 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (20, "ingest_tokens"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -178,6 +180,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (20, "ingest_tokens"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
@@ -197,6 +200,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (20, "ingest_tokens"),
     ]
 
 

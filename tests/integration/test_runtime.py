@@ -212,10 +212,34 @@ def test_clickhouse_data_persists_across_restart(tmp_path: Path, kafka_bootstrap
 # --------------------------------------------------------------------------------------------
 
 
-def test_second_runtime_on_the_same_home_fails_clearly(runtime: EmbeddedRuntime) -> None:
+def test_a_second_runtime_on_the_same_home_attaches_to_the_first(runtime: EmbeddedRuntime) -> None:
+    """`kpis` or `import` in a second terminal use the servers of a running `serve` or `worker`:
+    nothing more starts, the endpoints are the first runtime's, and stopping stops nothing."""
+    if not (runtime.started_broker and runtime.started_clickhouse):
+        pytest.skip("with external servers the runtime owns no home")
+    processes_before = {name: p.pid for name, p in runtime.processes.items()}
+    with EmbeddedRuntime(runtime.settings, handle_signals=False) as second:
+        assert second.attached and not second.started_broker and not second.started_clickhouse
+        assert second.embedded_broker
+        assert second.kafka_bootstrap == runtime.kafka_bootstrap
+        assert (second.clickhouse_host, second.clickhouse_port) == (
+            runtime.clickhouse_host,
+            runtime.clickhouse_port,
+        )
+        children = second.settings_for_children()
+        assert children.kafka_embedded_compat and children.kafka_bootstrap == runtime.kafka_bootstrap
+        assert query(second, "SELECT 1") == [(1,)]
+        assert second.processes == {}
+    assert {name: p.pid for name, p in runtime.processes.items()} == processes_before
+    assert all(process.is_running() for process in runtime.processes.values())
+    owner = read_runtime_file(runtime.home)
+    assert owner is not None and owner["pid"] == os.getpid()
+
+
+def test_a_runtime_that_must_own_its_home_fails_clearly_when_another_runs(runtime: EmbeddedRuntime) -> None:
     if not (runtime.started_broker or runtime.started_clickhouse):
         pytest.skip("with both servers external the runtime owns no home")
-    second = EmbeddedRuntime(runtime.settings, handle_signals=False)
+    second = EmbeddedRuntime(runtime.settings, handle_signals=False, attach=False)
     with pytest.raises(HomeInUseError) as failure:
         second.start()
     message = str(failure.value)
