@@ -133,6 +133,26 @@ class Settings(BaseSettings):
             "Must exceed SALESPULSE_LATE_GRACE_DAYS."
         ),
     )
+    visit_location_retention_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        default=None,
+        description=(
+            "Days the reported position of a field visit (lat, lon, accuracy) is kept: a column TTL "
+            "on `visits` and a TTL on raw visit events, applied when the schema is prepared. After it "
+            "only the verification status and distance remain. Unset: for ever. Must exceed "
+            "SALESPULSE_LATE_GRACE_DAYS."
+        ),
+    )
+    accounts_refresh_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=60.0,
+        description="Seconds between a worker's reads of the accounts table (positions to verify visits).",
+    )
+    visit_max_speed_kmh: Annotated[float, Field(gt=0, le=2_000)] = Field(
+        default=130.0,
+        description=(
+            "Fastest plausible door-to-door travel (km/h) between two visits; faster is flagged "
+            "impossible travel."
+        ),
+    )
     worker_batch_messages: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=500,
         description=(
@@ -235,6 +255,14 @@ class Settings(BaseSettings):
                 f"SALESPULSE_EVENTS_TTL_DAYS ({self.events_ttl_days}) must be more than "
                 f"SALESPULSE_LATE_GRACE_DAYS ({self.late_grace_days}): events within the grace period "
                 "must still be stored to be recognised as duplicates"
+            )
+        retention = self.visit_location_retention_days
+        if retention is not None and retention <= self.late_grace_days:
+            # A worker rebuilds a rep's visits from the stored visit events within the grace.
+            raise ValueError(
+                f"SALESPULSE_VISIT_LOCATION_RETENTION_DAYS ({retention}) must be more than "
+                f"SALESPULSE_LATE_GRACE_DAYS ({self.late_grace_days}): visit events within the grace "
+                "period are needed to rebuild a rep's visits"
             )
         return self
 

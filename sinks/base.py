@@ -14,6 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from schemas.accounts import Account
 from schemas.deadletter import DeadLetter
 from schemas.reps import Rep
 from schemas.wire import Event, MessageOrigin
@@ -63,6 +64,30 @@ class DealRow:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class VisitRow:
+    """One field visit as assembled and verified by the worker (absolute: the newest
+    ``updated_at`` of a ``visit_id`` wins). See ``streams.visits.book.VisitRecord``."""
+
+    visit_id: str
+    rep_id: str
+    account_id: str | None
+    checked_in_at: datetime
+    checked_out_at: datetime | None
+    duration_s: float | None
+    status: str
+    distance_m: float | None
+    radius_m: float | None
+    lat: float | None
+    lon: float | None
+    accuracy_m: float | None
+    check_in_missing: bool
+    overlaps: bool
+    impossible_travel: bool
+    travel_speed_kmh: float | None
+    updated_at: datetime
+
+
 @dataclass(slots=True)
 class SinkBatch:
     events: list[IngestedEvent] = field(default_factory=list)
@@ -70,6 +95,7 @@ class SinkBatch:
     reps: list[tuple[Rep, datetime]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     deals: list[DealRow] = field(default_factory=list)
+    visits: list[VisitRow] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -78,6 +104,7 @@ class SinkBatch:
             + len(self.reps)
             + len(self.dead_letters)
             + len(self.deals)
+            + len(self.visits)
         )
 
     def extend(self, other: SinkBatch) -> None:
@@ -86,6 +113,7 @@ class SinkBatch:
         self.reps.extend(other.reps)
         self.dead_letters.extend(other.dead_letters)
         self.deals.extend(other.deals)
+        self.visits.extend(other.visits)
 
 
 class Sink(Protocol):
@@ -131,4 +159,22 @@ class EventHistory(Protocol):
     def deal_events(self, deal_ids: list[str]) -> list[Event]:
         """Every stored event of the given deals (for deals a worker does not hold in memory);
         deals never stored contribute nothing."""
+        ...
+
+
+class VisitHistory(Protocol):
+    """Read access for field visits: the accounts to verify against, and a rep's stored visit
+    events and verifications to rebuild their visits after a restart or rebalance."""
+
+    def accounts(self) -> dict[str, Account]:
+        """The current record of every account."""
+        ...
+
+    def rep_visit_events(self, rep_ids: list[str], since: datetime) -> dict[str, list[Event]]:
+        """Every stored ``visit`` and ``visit_check_out`` event of ``rep_ids`` with ``occurred_at >=
+        since``, each once, oldest first. Every requested rep is a key."""
+        ...
+
+    def visit_verifications(self, visit_ids: list[str]) -> dict[str, tuple[str, float | None]]:
+        """The stored (status, distance_m) of those visits that have a row."""
         ...

@@ -23,7 +23,7 @@ from schemas.events import SALES_EVENT_ADAPTER
 from schemas.reps import Rep
 from schemas.settings import Settings
 from schemas.wire import Event, event_to_json
-from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch
+from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch, VisitRow
 from sinks.errors import ClickHouseUnreachableError, HistoryReadError, SinkError
 from sinks.migrate import validate_database_name
 
@@ -91,6 +91,25 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "events",
         "updated_at",
     ),
+    "visits": (
+        "visit_id",
+        "rep_id",
+        "account_id",
+        "checked_in_at",
+        "checked_out_at",
+        "duration_s",
+        "status",
+        "distance_m",
+        "radius_m",
+        "lat",
+        "lon",
+        "accuracy_m",
+        "check_in_missing",
+        "overlaps",
+        "impossible_travel",
+        "travel_speed_kmh",
+        "updated_at",
+    ),
 }
 
 # Raw events go last. The worker rebuilds a rep's state from the stored events, and a redelivered
@@ -98,7 +117,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 # event must imply that everything derived from it is stored too: if a worker dies between two
 # inserts, the events of the unfinished flush are not stored yet and their redelivery writes the
 # (absolute, idempotent) aggregate rows again.
-FLUSH_ORDER: tuple[str, ...] = ("rep_daily_activity", "deals", "reps", "dead_letters", "events")
+FLUSH_ORDER: tuple[str, ...] = ("rep_daily_activity", "deals", "visits", "reps", "dead_letters", "events")
 if set(FLUSH_ORDER) != set(TABLE_COLUMNS):  # a new table must be given its place in the order
     raise RuntimeError("FLUSH_ORDER and TABLE_COLUMNS name different tables")
 
@@ -204,6 +223,28 @@ def deal_row(row: DealRow) -> Row:
         row.stage_advancements,
         epoch_millis(row.last_event_at),
         list(row.events),
+        epoch_micros(row.updated_at),
+    )
+
+
+def visit_row(row: VisitRow) -> Row:
+    return (
+        row.visit_id,
+        row.rep_id,
+        row.account_id,
+        epoch_millis(row.checked_in_at),
+        None if row.checked_out_at is None else epoch_millis(row.checked_out_at),
+        row.duration_s,
+        row.status,
+        row.distance_m,
+        row.radius_m,
+        row.lat,
+        row.lon,
+        row.accuracy_m,
+        int(row.check_in_missing),
+        int(row.overlaps),
+        int(row.impossible_travel),
+        row.travel_speed_kmh,
         epoch_micros(row.updated_at),
     )
 
@@ -329,6 +370,7 @@ class ClickHouseSink:
         self._pending["reps"].extend(rep_row(rep, updated_at) for rep, updated_at in batch.reps)
         self._pending["rep_daily_activity"].extend(map(daily_activity_row, batch.daily_activity))
         self._pending["deals"].extend(map(deal_row, batch.deals))
+        self._pending["visits"].extend(map(visit_row, batch.visits))
 
     def flush(self) -> None:
         if self._closed:
@@ -469,6 +511,57 @@ class ClickHouseHistory:
             ],
         )
         return {event_id: payload.encode("utf-8") for event_id, payload in rows}
+
+    def accounts(self) -> dict[str, Account]:
+        """See ``sinks.base.VisitHistory.accounts``."""
+        rows = self._read(
+            "accounts",
+            "SELECT account_id, name, lat, lon, radius_m, segment, owner_rep_id "
+            f"FROM {self._database}.accounts FINAL",
+        )
+        return {
+            account_id: Account(
+                account_id=account_id,
+                name=name,
+                lat=lat,
+                lon=lon,
+                radius_m=radius_m,
+                segment=segment,
+                owner_rep_id=owner_rep_id,
+            )
+            for account_id, name, lat, lon, radius_m, segment, owner_rep_id in rows
+        }
+
+    def rep_visit_events(self, rep_ids: list[str], since: datetime) -> dict[str, list[Event]]:
+        """See ``sinks.base.VisitHistory.rep_visit_events``."""
+        found: dict[str, list[Event]] = {rep_id: [] for rep_id in rep_ids}
+        if not found:
+            return found
+        since_ms = -((_EPOCH - since) // _MILLISECOND)
+        rows = self._read(
+            "events",
+            f"SELECT rep_id, payload FROM {self._database}.events FINAL "
+            "WHERE rep_id IN (SELECT rep_id FROM wanted_reps) AND type IN ('visit', 'visit_check_out') "
+            "AND occurred_at >= fromUnixTimestamp64Milli(toInt64(%(since_ms)s), 'UTC') "
+            "ORDER BY occurred_at, event_id",
+            {"since_ms": since_ms},
+            external_tables=[_id_table("wanted_reps", "rep_id", found)],
+        )
+        for rep_id, payload in rows:
+            found[rep_id].append(SALES_EVENT_ADAPTER.validate_json(payload))
+        return found
+
+    def visit_verifications(self, visit_ids: list[str]) -> dict[str, tuple[str, float | None]]:
+        """See ``sinks.base.VisitHistory.visit_verifications``."""
+        if not visit_ids:
+            return {}
+        rows = self._read(
+            "visits",
+            f"SELECT visit_id, status, distance_m FROM {self._database}.visits FINAL "
+            "WHERE visit_id IN (SELECT visit_id FROM wanted_visits)",
+            external_tables=[_id_table("wanted_visits", "visit_id", visit_ids)],
+        )
+        return {visit_id: (status, distance) for visit_id, status, distance in rows}
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
         """Which of ``event_ids`` are already stored. No FINAL: a duplicate row cannot change

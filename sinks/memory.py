@@ -7,15 +7,17 @@ import logging
 from collections.abc import Iterable
 from datetime import date, datetime
 
+from schemas.accounts import Account
 from schemas.deadletter import DeadLetter
 from schemas.events import DEAL_TYPES
 from schemas.reps import Rep
 from schemas.wire import Event, event_to_json
-from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch
+from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch, VisitRow
 from sinks.errors import SinkError
 
 logger = logging.getLogger(__name__)
 
+VISIT_TYPES = frozenset({"visit", "visit_check_out"})
 DeadLetterKey = tuple[str, int | None, int | None, int | None, str, str]
 
 
@@ -101,6 +103,14 @@ class InMemorySink:
                     stored[row.deal_id] = row
         return stored
 
+    def stored_visits(self) -> dict[str, VisitRow]:
+        stored: dict[str, VisitRow] = {}
+        for batch in self.flushed:
+            for row in batch.visits:
+                if row.visit_id not in stored or row.updated_at >= stored[row.visit_id].updated_at:
+                    stored[row.visit_id] = row
+        return stored
+
     def stored_reps(self) -> dict[str, Rep]:
         stored: dict[str, tuple[Rep, datetime]] = {}
         for batch in self.flushed:
@@ -134,6 +144,26 @@ class InMemoryHistory:
     def __init__(self, sink: InMemorySink | None = None) -> None:
         self._sink = sink
         self._added: dict[str, Event] = {}
+        self._accounts: dict[str, Account] = {}
+
+    def set_accounts(self, accounts: Iterable[Account]) -> None:
+        """Store account records (as ``salespulse import accounts`` would); later ones win."""
+        for account in accounts:
+            self._accounts[account.account_id] = account
+
+    def accounts(self) -> dict[str, Account]:
+        return dict(self._accounts)
+
+    def rep_visit_events(self, rep_ids: list[str], since: datetime) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {rep_id: [] for rep_id in rep_ids}
+        for event in sorted(self._events().values(), key=lambda e: (e.occurred_at, e.event_id)):
+            if event.rep_id in found and event.type in VISIT_TYPES and event.occurred_at >= since:
+                found[event.rep_id].append(event)
+        return found
+
+    def visit_verifications(self, visit_ids: list[str]) -> dict[str, tuple[str, float | None]]:
+        stored = self._sink.stored_visits() if self._sink is not None else {}
+        return {v: (stored[v].status, stored[v].distance_m) for v in visit_ids if v in stored}
 
     def add(self, events: Iterable[Event]) -> None:
         for event in events:

@@ -13,6 +13,7 @@ from schemas.accounts import Account
 from schemas.events import DEAL_TYPES, EVENT_TYPES, SALES_EVENT_ADAPTER
 from schemas.reps import UNASSIGNED, Rep
 from schemas.wire import Event
+from sinks.base import VisitRow
 from sinks.migrate import validate_database_name
 
 
@@ -294,3 +295,60 @@ def assigned_accounts(client: Client, database: str, rep_id: str) -> list[Accoun
         {"rep_id": rep_id},
     )
     return [_account(row) for row in rows]
+
+
+def stored_visits(
+    client: Client, database: str, start: datetime | None = None, end: datetime | None = None
+) -> list[VisitRow]:
+    """Every stored visit row (orphan check-outs included) checked into in ``start``..``end``
+    (end exclusive; None = open), in its newest state, oldest first."""
+    validate_database_name(database)
+    conditions, params = _moment_range("checked_in_at", start, end)
+    where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    rows = client.execute(
+        "SELECT visit_id, rep_id, account_id, checked_in_at, checked_out_at, duration_s, status, "
+        "distance_m, radius_m, lat, lon, accuracy_m, check_in_missing, overlaps, impossible_travel, "
+        f"travel_speed_kmh, updated_at FROM (SELECT * FROM {database}.visits FINAL){where} "
+        "ORDER BY checked_in_at, visit_id",
+        params,
+    )
+    return [
+        VisitRow(
+            visit_id=visit_id,
+            rep_id=rep_id,
+            account_id=account_id,
+            checked_in_at=checked_in_at.replace(tzinfo=UTC),
+            checked_out_at=None if checked_out_at is None else checked_out_at.replace(tzinfo=UTC),
+            duration_s=duration_s,
+            status=status,
+            distance_m=distance_m,
+            radius_m=radius_m,
+            lat=lat,
+            lon=lon,
+            accuracy_m=accuracy_m,
+            check_in_missing=bool(check_in_missing),
+            overlaps=bool(overlaps),
+            impossible_travel=bool(impossible_travel),
+            travel_speed_kmh=travel_speed_kmh,
+            updated_at=updated_at.replace(tzinfo=UTC),
+        )
+        for (
+            visit_id,
+            rep_id,
+            account_id,
+            checked_in_at,
+            checked_out_at,
+            duration_s,
+            status,
+            distance_m,
+            radius_m,
+            lat,
+            lon,
+            accuracy_m,
+            check_in_missing,
+            overlaps,
+            impossible_travel,
+            travel_speed_kmh,
+            updated_at,
+        ) in rows
+    ]

@@ -41,6 +41,7 @@ from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect
 from sinks.errors import HistoryReadError, SinkError
 from streams.metrics import PipelineMetrics, start_metrics_server
 from streams.processor import BatchOutcome, BatchProcessor, RawMessage
+from streams.visits.book import TravelPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -239,14 +240,18 @@ def create_app(
 
     client = connect(settings)
     database = settings.clickhouse_database
+    history = ClickHouseHistory(client, database)
     processor = BatchProcessor(
-        history=ClickHouseHistory(client, database),
+        history=history,
         late_grace=timedelta(days=settings.late_grace_days),
         clock=clock,
         rep_topic=topics.reps,
         max_message_bytes=settings.max_message_bytes,
         dead_letter_topic=topics.dead_letters,
         deal_stages=settings.deal_stages,
+        visits=history,
+        accounts_refresh=timedelta(seconds=settings.accounts_refresh_s),
+        travel_policy=TravelPolicy(max_speed_kmh=settings.visit_max_speed_kmh),
     )
 
     async def send_dead_letter(dead_letter: DeadLetter) -> None:

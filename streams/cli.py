@@ -757,7 +757,9 @@ def db_migrate() -> None:
         try:
             applied = apply_migrations(client, live.clickhouse_database)
             # The raw-event TTL is a setting, not a migration: applied (or changed) on every run.
-            apply_events_ttl(client, live.clickhouse_database, live.events_ttl_days)
+            apply_events_ttl(
+                client, live.clickhouse_database, live.events_ttl_days, live.visit_location_retention_days
+            )
         finally:
             client.disconnect()
     if applied:
@@ -800,6 +802,7 @@ TABLE_COLUMNS = (
     ("emails", "emails"),
     ("meetings_held", "meetings"),
     ("visits", "visits"),
+    ("verified_share", "verified"),
     ("proposals_sent", "proposals"),
     ("quota_attainment", "quota %"),
 )
@@ -826,6 +829,14 @@ def kpis(
         int | None,
         typer.Option(min=1, max=3660, help="Rolling window: the N days ending --until (e.g. 7 or 28)."),
     ] = None,
+    coverage_days: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=3660,
+            help="Account coverage: assigned accounts with a verified visit in the N days ending --until.",
+        ),
+    ] = 30,
 ) -> None:
     """Leading and lagging KPIs per rep, team, territory, product or account, read from ClickHouse."""
     from sinks.clickhouse import connect
@@ -850,6 +861,7 @@ def kpis(
                 until=until.date() if until else None,
                 deal_stages=settings.deal_stages,
                 last_days=days,
+                coverage_days=coverage_days,
             )
         finally:
             client.disconnect()
@@ -874,7 +886,7 @@ def kpis(
 def _cell(key: str, value: object) -> str:
     if value is None:
         return "-"
-    if key in ("win_rate", "quota_attainment") and isinstance(value, float):
+    if key in ("win_rate", "quota_attainment", "verified_share") and isinstance(value, float):
         return f"{value:.0%}"
     if isinstance(value, float):
         return f"{value:,.0f}" if key != "avg_cycle_days" else f"{value:.1f}"

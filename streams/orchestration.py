@@ -58,7 +58,12 @@ def prepare_storage_and_topics(settings: Settings, *, reset_database: bool = Fal
         applied = apply_migrations(client, settings.clickhouse_database)
         for migration in applied:
             logger.info("applied ClickHouse migration %04d %s", migration.version, migration.name)
-        apply_events_ttl(client, settings.clickhouse_database, settings.events_ttl_days)
+        apply_events_ttl(
+            client,
+            settings.clickhouse_database,
+            settings.events_ttl_days,
+            settings.visit_location_retention_days,
+        )
     finally:
         client.disconnect()
     created = asyncio.run(ensure_topics(settings))

@@ -19,19 +19,30 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from schemas.accounts import Account
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import (
     ACTIVITY_TYPES,
     DEAL_TYPES,
     SALES_EVENT_ADAPTER,
     EventKind,
+    VisitCheckOutEvent,
+    VisitEvent,
 )
 from schemas.wire import Event, MessageOrigin, decode_message, decode_rep_message, event_to_json
-from sinks.base import DailyActivityRow, DealRow, EventHistory, IngestedEvent, SinkBatch
+from sinks.base import (
+    DailyActivityRow,
+    DealRow,
+    EventHistory,
+    IngestedEvent,
+    SinkBatch,
+    VisitHistory,
+    VisitRow,
+)
 from streams.kpi.activity import (
     HistoricEvent,
     RepActivityState,
@@ -40,6 +51,9 @@ from streams.kpi.activity import (
     utc_day,
 )
 from streams.kpi.deals import DEAL_EVENT_TYPES, Deal, DealBook, DealEvent, stage_ranks
+from streams.visits.book import TravelPolicy, VisitBook, VisitPart, VisitRecord
+from streams.visits.directory import AccountDirectory
+from streams.visits.geo import Verification, VisitStatus
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +78,28 @@ def deal_row(deal: Deal, now: datetime) -> DealRow:
         events=tuple(
             event_to_json(e) for e in sorted(deal.events.values(), key=lambda e: (e.occurred_at, e.event_id))
         ),
+        updated_at=now,
+    )
+
+
+def visit_row(record: VisitRecord, now: datetime) -> VisitRow:
+    return VisitRow(
+        visit_id=record.visit_id,
+        rep_id=record.rep_id,
+        account_id=record.account_id,
+        checked_in_at=record.checked_in_at,
+        checked_out_at=record.checked_out_at,
+        duration_s=record.duration_s,
+        status=record.status.value,
+        distance_m=record.distance_m,
+        radius_m=record.radius_m,
+        lat=record.lat,
+        lon=record.lon,
+        accuracy_m=record.accuracy_m,
+        check_in_missing=record.check_in_missing,
+        overlaps=record.overlaps,
+        impossible_travel=record.impossible_travel,
+        travel_speed_kmh=record.travel_speed_kmh,
         updated_at=now,
     )
 
@@ -108,6 +144,9 @@ class BatchProcessor:
         max_message_bytes: int,
         dead_letter_topic: str | None = None,
         deal_stages: Sequence[str] = (),
+        visits: VisitHistory | None = None,
+        accounts_refresh: timedelta = timedelta(seconds=60),
+        travel_policy: TravelPolicy | None = None,
     ) -> None:
         self._history = history
         self._late_grace = late_grace
@@ -118,6 +157,11 @@ class BatchProcessor:
         self._states: dict[StateKey, RepActivityState] = {}
         self._stage_rank = stage_ranks(deal_stages)
         self._deal_books: dict[str, DealBook] = {}
+        # Field visits are assembled only with a source of accounts and stored visits.
+        self._visit_history = visits
+        self._accounts = AccountDirectory(visits.accounts, accounts_refresh) if visits is not None else None
+        self._travel_policy = travel_policy or TravelPolicy()
+        self._visit_books: dict[str, VisitBook] = {}
 
     @property
     def cached_reps(self) -> int:
@@ -130,9 +174,13 @@ class BatchProcessor:
         """Drop every cached rep state (after a rebalance another worker may have moved them on)."""
         self._states.clear()
         self._deal_books.clear()
+        self._visit_books.clear()
 
     def deals_of(self, rep_id: str) -> DealBook | None:
         return self._deal_books.get(rep_id)
+
+    def visits_of(self, rep_id: str) -> VisitBook | None:
+        return self._visit_books.get(rep_id)
 
     def process(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         now = self._clock()
@@ -155,6 +203,7 @@ class BatchProcessor:
         too_late: list[tuple[Event, MessageOrigin]] = []
         duplicates: list[tuple[Event, MessageOrigin]] = []
         deal_updates: list[tuple[str, list[Event], RepActivityState]] = []
+        visit_updates: dict[str, list[VisitPart]] = {}
         for key, items in events_by_rep.items():
             rep_id = key[0]
             origin_of = {id(event): origin for event, origin in items}
@@ -175,7 +224,11 @@ class BatchProcessor:
             )
             if key[1] is EventKind.DEAL and applied.accepted:
                 deal_updates.append((rep_id, applied.accepted, state))
+            parts = [e for e in applied.accepted if isinstance(e, VisitEvent | VisitCheckOutEvent)]
+            if parts:
+                visit_updates[rep_id] = parts
         self._update_deals(deal_updates, now, outcome)
+        self._update_visits(visit_updates, now, outcome)
         duplicates.extend(self._classify_too_late(too_late, now, outcome))
         self._record_conflicts(duplicates, now, outcome)
         # The dead letters found here are not stored directly: they are published to the
@@ -240,6 +293,55 @@ class BatchProcessor:
             # event of it loads it again, as above).
             if state.newest_event_at is not None:
                 book.forget_closed_before(state.newest_event_at - self._late_grace)
+
+    def _update_visits(
+        self, updates: dict[str, list[VisitPart]], now: datetime, outcome: BatchOutcome
+    ) -> None:
+        """Assemble the batch's check-ins and check-outs into visits and write the rows that
+        changed. After the accounts changed, every visit in memory is looked at again (a visit
+        left unlocated for want of its account's position is verified once it has one)."""
+        if self._visit_history is None or self._accounts is None:
+            return
+        accounts, accounts_changed = self._accounts.current(now)
+        if not updates and not accounts_changed:
+            return
+        self._load_unseen_visit_books(self._visit_history, updates, accounts)
+        for rep_id, parts in updates.items():
+            self._visit_books[rep_id].apply(parts)
+        for rep_id in sorted(self._visit_books if accounts_changed else updates):
+            book = self._visit_books[rep_id]
+            outcome.sink_batch.visits.extend(visit_row(record, now) for record in book.changed(accounts))
+            state = self._states.get((rep_id, EventKind.ACTIVITY))
+            if state is not None and state.newest_event_at is not None:
+                book.forget_before(state.newest_event_at - self._late_grace)
+
+    def _load_unseen_visit_books(
+        self, history: VisitHistory, updates: dict[str, list[VisitPart]], accounts: Mapping[str, Account]
+    ) -> None:
+        """Rebuild the visits of reps not in memory from their stored visit events (as far back as
+        the late grace reaches), keeping the verifications already stored."""
+        unseen = sorted(rep_id for rep_id in updates if rep_id not in self._visit_books)
+        if not unseen:
+            return
+        oldest = min(part.occurred_at for rep_id in unseen for part in updates[rep_id])
+        since = start_of_day(utc_day(oldest - self._late_grace))
+        stored = history.rep_visit_events(unseen, since)
+        check_in_ids = [e.event_id for events in stored.values() for e in events if isinstance(e, VisitEvent)]
+        check_in_ids += [
+            e.visit_id for events in stored.values() for e in events if isinstance(e, VisitCheckOutEvent)
+        ]
+        verifications = history.visit_verifications(sorted(set(check_in_ids)))
+        stored_status = {visit_id: VisitStatus(status) for visit_id, (status, _) in verifications.items()}
+        for rep_id in unseen:
+            book = self._visit_books[rep_id] = VisitBook(rep_id, self._travel_policy)
+            book.apply(e for e in stored[rep_id] if isinstance(e, VisitEvent | VisitCheckOutEvent))
+            book.keep_verifications(
+                {
+                    visit_id: Verification(VisitStatus(status), distance)
+                    for visit_id, (status, distance) in verifications.items()
+                }
+            )
+            book.mark_returned(accounts, stored_status)
 
     def _classify_too_late(
         self, too_late: list[tuple[Event, MessageOrigin]], now: datetime, outcome: BatchOutcome

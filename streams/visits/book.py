@@ -121,9 +121,16 @@ class VisitBook:
             if verification.status is not VisitStatus.UNLOCATED:
                 self._verified[visit_id] = verification
 
-    def mark_returned(self, accounts: Mapping[str, Account]) -> None:
-        """Take the current rows as already stored (after a rebuild from stored events)."""
-        self._returned = self.records(accounts)
+    def mark_returned(
+        self, accounts: Mapping[str, Account], stored_status: Mapping[str, VisitStatus]
+    ) -> None:
+        """Take the current rows as already stored (after a rebuild from stored events), except
+        those whose status differs from ``stored_status`` (verified since, or never stored)."""
+        self._returned = {
+            visit_id: record
+            for visit_id, record in self.records(accounts).items()
+            if stored_status.get(visit_id) is record.status
+        }
 
     def changed(self, accounts: Mapping[str, Account]) -> list[VisitRecord]:
         """The rows that differ from the ones last returned, by check-in time."""

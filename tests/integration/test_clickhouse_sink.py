@@ -56,10 +56,12 @@ TABLES = [
     "silences",
     "v_alerts",
     "v_deals",
+    "v_field_visits",
     "v_rep_daily_activity",
     "v_rep_daily_outcomes",
     "v_rep_hourly_activity",
     "v_visits",
+    "visits",
 ]
 
 
@@ -145,6 +147,7 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (13, "visits"),
         (20, "ingest_tokens"),
     ]
     for migration in migrations:
@@ -180,6 +183,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (13, "visits"),
         (20, "ingest_tokens"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
@@ -200,6 +204,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (10, "analytics_views"),
         (11, "activity_hourly"),
         (12, "accounts"),
+        (13, "visits"),
         (20, "ingest_tokens"),
     ]
 
