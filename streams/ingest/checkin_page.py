@@ -17,6 +17,7 @@ CHECKIN_PAGE: Final = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
 <title>Check in - salespulse</title>
 <style>
   :root { color-scheme: light; --ink: #111; --muted: #4a4a4a; --line: #c8c8c8; --ok: #0b6b2e;
@@ -48,7 +49,8 @@ CHECKIN_PAGE: Final = """<!doctype html>
   button.in { background: var(--accent); color: #fff; }
   button.out { background: #fff; color: var(--accent); }
   button:focus-visible { outline: 3px solid #f0a500; outline-offset: 2px; }
-  button:disabled { opacity: .6; }
+  /* Not faded: a disabled button stays readable (dark on grey) and says why it is off. */
+  button:disabled { background: #e3e6ea; color: #333; border-color: #8c949e; cursor: not-allowed; }
 </style>
 </head>
 <body>
@@ -136,7 +138,7 @@ CHECKIN_PAGE: Final = """<!doctype html>
       var button = document.createElement("button");
       var isOpen = open && open.account_id === a.account_id;
       button.className = isOpen ? "out" : "in";
-      button.textContent = isOpen ? "Check out" : "Check in";
+      button.textContent = isOpen ? "Check out" : (open ? "Check in (check out first)" : "Check in");
       button.setAttribute("aria-label", (isOpen ? "Check out of " : "Check in at ") + a.name);
       button.disabled = !!(open && !isOpen);
       button.addEventListener("click", function () { tap(a, isOpen ? "check_out" : "check_in", button); });

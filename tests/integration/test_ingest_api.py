@@ -391,3 +391,44 @@ def test_a_signed_hubspot_webhook_becomes_deal_events_and_bad_signatures_are_ref
     ]
     deal = query(settings, "SELECT status, rep_id FROM {db}.deals FINAL WHERE deal_id = 'hubspot:9001'")
     assert deal == [("won", "77")]
+
+
+def test_checkins_belong_to_the_tokens_rep_and_bad_ones_are_rejected_one_by_one(
+    pipeline: tuple[Settings, ManagedProcess],
+) -> None:
+    settings, worker = pipeline
+    writer = create_token(settings, TokenScope.EVENTS_WRITE, name="not a phone")
+    phone = create_token(settings, TokenScope.CHECKIN, rep_id="rep-zoe", name="zoe phone")
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    taps = [
+        {"client_id": "tap-00000001", "action": "check_in", "account_id": "nowhere", "occurred_at": at,
+         "lat": 45.0, "lon": 5.0, "accuracy_m": 12},
+        {"client_id": "tap-00000002", "action": "check_out", "account_id": "nowhere", "occurred_at": at},
+        {"client_id": "x", "action": "check_in", "account_id": "nowhere", "occurred_at": at},
+    ]  # fmt: skip
+    with running_service(settings) as service, httpx.Client(base_url=service.url, timeout=30) as http:
+        assert http.post("/v1/checkins", json=taps, headers=bearer(writer)).status_code == 403
+        assert http.get("/v1/checkin/accounts", headers=bearer(writer)).status_code == 403
+        assert http.get("/v1/checkin/accounts", headers=bearer(phone)).json() == {
+            "rep_id": "rep-zoe",
+            "accounts": [],
+        }
+        answer = http.post("/v1/checkins", json=taps, headers=bearer(phone))
+        assert answer.status_code == 200, answer.text
+        results = answer.json()
+        assert [(r["client_id"], r["status"]) for r in results] == [
+            ("tap-00000001", "unlocated"),
+            ("tap-00000002", "rejected"),
+            ("x", "rejected"),
+        ]
+        assert "visit_id" in results[1]["detail"] and "client_id" in results[2]["detail"]
+        page = http.get("/checkin")
+        assert page.status_code == 200 and "used only at check-in" in page.text
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    settle(settings, worker)
+    stored = query(settings, "SELECT event_id, type, rep_id FROM {db}.events FINAL WHERE rep_id = 'rep-zoe'")
+    assert stored == [("checkin:tap-00000001", "visit", "rep-zoe")]
+    ((letters,),) = query(
+        settings, "SELECT count() FROM {db}.dead_letters WHERE source = 'http' AND rep_id = 'rep-zoe'"
+    )
+    assert letters == 2
