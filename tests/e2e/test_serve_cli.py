@@ -101,6 +101,21 @@ def test_serve_tokens_and_a_second_terminal_on_the_same_home(cli: Cli, tmp_path:
             time.sleep(0.5)
         assert runtime_pids(cli.home) == pids
 
+        # `replay` in the second terminal publishes to the running broker and waits for its worker.
+        emails = tmp_path / "emails.jsonl"
+        emails.write_bytes(
+            b"".join(
+                orjson.dumps({"event_id": f"mail-{i}", "type": "email", "rep_id": "rep-0",
+                              "occurred_at": now.isoformat()}) + b"\n"
+                for i in range(5)
+            )
+        )  # fmt: skip
+        replayed = cli.run("replay", str(emails))
+        assert replayed.returncode == 0, replayed.describe()
+        shown = cli.run("kpis", "--format", "json")
+        assert sum(row["emails"] for row in orjson.loads(shown.stdout)) == 5, shown.describe()
+        assert runtime_pids(cli.home) == pids
+
         revoked = cli.run("tokens", "revoke", tokens[0]["token_id"])
         assert revoked.returncode == 0, revoked.describe()
         deadline = time.monotonic() + 30
