@@ -47,7 +47,7 @@ from streams.ingest.body import (
 )
 from streams.ingest.openapi import docs_page, openapi_document
 from streams.ingest.ratelimit import RateLimiter
-from streams.ingest.tokens import TokenBook
+from streams.ingest.tokens import TokenBook, token_id_of
 from streams.ingest.webhooks import map_payload, verify_signature
 from streams.kafka import BrokerUnavailableError, EventPublisher, start_producer
 from streams.metrics import IngestMetrics
@@ -89,13 +89,22 @@ class TokenCache:
         async with self._lock:
             if time.monotonic() - self._loaded_at < older_than_s:
                 return
-            records = await asyncio.to_thread(self._loader)
+            try:
+                records = await asyncio.to_thread(self._loader)
+            except Exception as exc:  # any ClickHouse or network failure: keep serving what we know
+                if self._loaded_at == -math.inf:
+                    raise ServiceUnavailableError(
+                        "the token store (ClickHouse) is unavailable", RETRY_AFTER_UNAVAILABLE_S
+                    ) from exc
+                # Known tokens keep working (a revocation waits for the store); retried next request.
+                logger.warning("cannot re-read the API tokens (%s); using the ones read before", exc)
+                return
             self._book = TokenBook(records)
             self._loaded_at = time.monotonic()
 
     async def authenticate(self, token: str) -> TokenRecord | None:
-        from streams.ingest.tokens import token_id_of
-
+        """The active record of ``token``, or None; ServiceUnavailableError when the tokens were
+        never readable."""
         await self._refresh(self._refresh_s)
         record = self._book.authenticate(token)
         token_id = token_id_of(token)
@@ -186,7 +195,10 @@ async def authorize(context: IngestContext, request: Request, scope: TokenScope)
     challenge = {"WWW-Authenticate": 'Bearer realm="salespulse"'}
     if kind.lower() != "bearer" or not token.strip():
         return error_response(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
-    record = await context.tokens.authenticate(token.strip())
+    try:
+        record = await context.tokens.authenticate(token.strip())
+    except ServiceUnavailableError as exc:
+        return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
     if record is None:
         return error_response(401, "invalid or revoked token", challenge)
     if scope not in record.scopes:
@@ -342,6 +354,12 @@ async def post_webhook(context: IngestContext, request: Request) -> Response:
     if problem is not None:
         logger.warning("webhook %s refused: %s", source, problem)
         return error_response(401, f"webhook refused: {problem}")
+    # A source's signed requests share one rate limit, as a token's do.
+    wait_s = context.limiter.acquire(f"webhook:{source}")
+    if wait_s > 0:
+        return error_response(
+            429, "rate limit exceeded for this source", {"Retry-After": str(max(1, math.ceil(wait_s)))}
+        )
     if body_format(request.headers.get("content-type")) is not BodyFormat.JSON:
         return error_response(415, "send the webhook payload as application/json")
     try:

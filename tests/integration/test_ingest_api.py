@@ -432,3 +432,39 @@ def test_checkins_belong_to_the_tokens_rep_and_bad_ones_are_rejected_one_by_one(
         settings, "SELECT count() FROM {db}.dead_letters WHERE source = 'http' AND rep_id = 'rep-zoe'"
     )
     assert letters == 2
+
+
+def test_503_when_the_token_store_was_never_readable(pipeline: tuple[Settings, ManagedProcess]) -> None:
+    base, _ = pipeline
+    settings = base.model_copy(update={"clickhouse_port": free_port()})
+    with running_service(settings) as service, httpx.Client(base_url=service.url, timeout=30) as http:
+        answer = http.post(
+            "/v1/events", json=calls("nostore", 1), headers=bearer("sp_0123456789abcdef_" + "x" * 43)
+        )
+        assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+        assert "token store" in answer.json()["error"]
+
+
+def test_a_webhook_source_has_a_rate_limit(pipeline: tuple[Settings, ManagedProcess]) -> None:
+    base, _ = pipeline
+    settings = base.model_copy(
+        update={
+            "webhook_dir": HUBSPOT_DIR,
+            "webhook_secrets": {"hubspot": SecretStr("s")},
+            "ingest_rate_per_s": 0.5,
+            "ingest_rate_burst": 1,
+        }
+    )
+    uri = settings.ingest_public_url + "/v1/webhooks/hubspot"
+    body = b"[]"
+    with running_service(settings) as service, httpx.Client(base_url=service.url, timeout=30) as http:
+        statuses = []
+        for _ in range(2):
+            stamp = int(time.time() * 1000)
+            headers = {
+                "Content-Type": "application/json",
+                "X-HubSpot-Signature-v3": sign_hubspot_v3(b"s", "POST", uri, body, stamp),
+                "X-HubSpot-Request-Timestamp": str(stamp),
+            }
+            statuses.append(http.post("/v1/webhooks/hubspot", content=body, headers=headers).status_code)
+        assert statuses == [200, 429]
