@@ -357,6 +357,69 @@ class StalledDealsRule(RepRuleConfig):
     measure: Literal["stage_change", "any_event"] = "stage_change"
 
 
+# --- Field visits -------------------------------------------------------------------------------------
+
+
+class FieldActivityDropRule(RepRuleConfig):
+    """``field_activity_drop``: a field rep's verified visits over the window against their own
+    trailing baseline (scaled to the window)."""
+
+    focus: RuleFocus = "activity"
+    window_days: Days = 7
+    baseline_days: Days = 28
+    fire_below: Fraction = 0.6
+    resolve_above: Annotated[float, Field(gt=0, le=2)] = 0.8
+    # Reps with fewer verified visits than this per window in their baseline are not field reps.
+    min_baseline_visits: Annotated[float, Field(ge=0)] = 4.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldActivityDropRule:
+        _check_hysteresis(self.fire_below, self.resolve_above)
+        return self
+
+
+class LowVerifiedShareRule(RepRuleConfig):
+    """``low_verified_share``: too few of a rep's visits over the window were verified at the
+    customer (out of range or unlocated instead)."""
+
+    window_days: Days = 14
+    fire_below: Fraction = 0.7
+    resolve_above: Fraction = 0.8
+    min_visits: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LowVerifiedShareRule:
+        _check_hysteresis(self.fire_below, self.resolve_above)
+        return self
+
+
+class KeyAccountsNotVisitedRule(RepRuleConfig):
+    """``key_accounts_not_visited``: accounts assigned to the rep in a key segment without a
+    verified visit for ``days``."""
+
+    days: Days = 30
+    segments: tuple[str, ...] = ("key",)
+
+
+class NoCheckInRule(RepRuleConfig):
+    """``no_check_in``: a field rep without a check-in by ``by`` (local time of the team calendar)
+    on a working day. Evaluated on the alerter's timer, so it fires while nothing arrives."""
+
+    focus: RuleFocus = "activity"
+    by: time = time(11, 0)
+    # A field rep: check-ins on at least ``field_rep_days`` of the last ``lookback_working_days``.
+    field_rep_days: Annotated[int, Field(ge=1)] = 3
+    lookback_working_days: Annotated[int, Field(ge=1, le=60)] = 10
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NoCheckInRule:
+        if self.by.tzinfo is not None:
+            raise ValueError("by is a local time of the team calendar: give no offset")
+        if self.field_rep_days > self.lookback_working_days:
+            raise ValueError("field_rep_days cannot exceed lookback_working_days")
+        return self
+
+
 class ModeConfig(_Model):
     """Management modes: developing reps on activity floors, seasoned reps on outcomes."""
 
@@ -396,6 +459,10 @@ class AlertRulesConfig(_Model):
     territory_activity_drop: GroupActivityDropRule = GroupActivityDropRule()
     team_pipeline_coverage_low: GroupPipelineCoverageRule = GroupPipelineCoverageRule()
     territory_pipeline_coverage_low: GroupPipelineCoverageRule = GroupPipelineCoverageRule()
+    field_activity_drop: FieldActivityDropRule = FieldActivityDropRule()
+    low_verified_share: LowVerifiedShareRule = LowVerifiedShareRule()
+    key_accounts_not_visited: KeyAccountsNotVisitedRule = KeyAccountsNotVisitedRule()
+    no_check_in: NoCheckInRule = NoCheckInRule()
 
     @model_validator(mode="after")
     def _team_calendars_valid(self) -> AlertRulesConfig:
@@ -438,6 +505,17 @@ class AlertRulesConfig(_Model):
         return max(needs)
 
     @property
+    def visit_history_days(self) -> int:
+        """How many days of visits before ``now`` the field-visit rules read."""
+        return max(
+            self.field_activity_drop.window_days + self.field_activity_drop.baseline_days,
+            self.low_verified_share.window_days,
+            self.key_accounts_not_visited.days,
+            # working days back, with weekends and a holiday or two
+            2 * self.no_check_in.lookback_working_days + 7,
+        )
+
+    @property
     def deal_history_days(self) -> int:
         """How far back closed deals are read (cycle times, deal sizes, months of attainment)."""
         months = (self.modes.missed_months + 1) * 31
@@ -456,11 +534,15 @@ __all__ = [
     "AlertRulesConfig",
     "ConversionDropRule",
     "CoverageThresholds",
+    "FieldActivityDropRule",
     "FunnelStep",
     "GroupActivityDropRule",
     "GroupPipelineCoverageRule",
+    "KeyAccountsNotVisitedRule",
+    "LowVerifiedShareRule",
     "ModeConfig",
     "NoActivityRule",
+    "NoCheckInRule",
     "PacingForecastRule",
     "PipelineCoverageRule",
     "RepRuleConfig",

@@ -36,6 +36,7 @@ from typing import Any
 
 from clickhouse_driver import Client
 
+from schemas.accounts import Account
 from schemas.alert_rules import AlertRulesConfig
 from schemas.events import ACTIVITY_TYPES
 from schemas.reps import ManagementMode
@@ -45,11 +46,13 @@ from sinks.clickhouse import ClickHouseHistory, epoch_micros, epoch_millis
 from sinks.migrate import validate_database_name
 from sinks.notifiers.delivery import Delivery, DeliveryReport
 from sinks.notifiers.outbox import Outbox, SqliteOutbox
-from sinks.queries import stored_reps
+from sinks.queries import stored_accounts, stored_reps, stored_visits
 from streams.alerts.lifecycle import AlertBook, Silence, Transition
 from streams.alerts.rules import OVERSIGHT_SHIFT, RULES, RepView, evaluate, modes_of, oversight_shifts
 from streams.kpi.deals import DEAL_EVENT_TYPES, DealBook, stage_ranks
+from streams.kpis import visit_record
 from streams.metrics import PipelineMetrics
+from streams.visits.book import VisitRecord
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,16 @@ def load_views(
     stored_deals = ClickHouseHistory(client, database).rep_deal_events(
         rep_ids, now - timedelta(days=config.deal_history_days)
     )
+    # Field visits up to now (nothing after it), and each rep's assigned accounts.
+    visits: dict[str, list[VisitRecord]] = defaultdict(list)
+    visit_start = now - timedelta(days=config.visit_history_days)
+    for row in stored_visits(client, database, visit_start, now + timedelta(milliseconds=1)):
+        if not row.check_in_missing:
+            visits[row.rep_id].append(visit_record(row))
+    accounts: dict[str, list[Account]] = defaultdict(list)
+    for account in stored_accounts(client, database).values():
+        if account.owner_rep_id is not None:
+            accounts[account.owner_rep_id].append(account)
     ranks = stage_ranks(deal_stages)
     views: list[RepView] = []
     for rep_id in rep_ids:
@@ -109,6 +122,8 @@ def load_views(
                 daily=daily.get(rep_id, {}),
                 last_activity_at=last_activity.get(rep_id),
                 deals=list(book.deals.values()),
+                visits=visits.get(rep_id, []),
+                accounts=accounts.get(rep_id, []),
             )
         )
     return views

@@ -2,7 +2,7 @@
 
 Five boards: ``Sales floor``, ``Rep drill-down``, ``Pipeline health`` and ``Field visits`` read
 ClickHouse through the official Grafana plugin (``grafana-clickhouse-datasource``, native protocol)
-and the analytics views of migrations 0010 and 0011, which carry the KPI definitions of
+and the analytics views of migrations 0010, 0011 and 0013 (field visits), which carry the KPI definitions of
 ``streams/kpi/metrics.py``; ``Pipeline operations`` reads the workers' metrics from Prometheus.
 
 Every ClickHouse query is declared once, as a :class:`Sql` with the columns its panel expects, so
@@ -897,24 +897,27 @@ def field_visits() -> Board:
     board = Board(
         UID_VISITS,
         "Field visits",
-        "Visits per day and where they were reported from (the events' lat/lon, as sent by the reps' "
-        "devices; verification is not part of these figures).",
+        "Who visited whom, and whether the visit really happened at the customer: every check-in "
+        "verified by the worker against the account's position and geofence (verified, out of range "
+        "with the distance, or unlocated when either side has no position).",
     )
     board.team_variable()
     visits_where = f"$__timeFilter(occurred_at) AND {TEAM_IN}"
     for title, column, unit in (
         ("Visits", "count()", "short"),
-        ("With a position", "countIf(lat IS NOT NULL) / nullIf(count(), 0)", "percentunit"),
-        ("With a check-out", "countIf(check_out_at IS NOT NULL) / nullIf(count(), 0)", "percentunit"),
-        ("Average time in field", "avg(minutes_in_field)", "m"),
+        ("Verified", "countIf(status = 'verified') / nullIf(count(), 0)", "percentunit"),
+        ("Out of range", "countIf(status = 'out_of_range')", "short"),
+        ("Unlocated", "countIf(status = 'unlocated')", "short"),
+        ("Average visit", "ifNull(avg(minutes_in_field), 0)", "m"),
+        ("Impossible travel", "countIf(impossible_travel = 1)", "short"),
     ):
         board.add(
             board.sql(
                 stat_panel(unit),
                 title,
-                Sql(f"SELECT {column} AS value FROM v_visits WHERE {visits_where}", ("value",)),
+                Sql(f"SELECT {column} AS value FROM v_field_visits WHERE {visits_where}", ("value",)),
             ),
-            width=6,
+            width=4,
             height=4,
         )
     board.add(
@@ -928,7 +931,22 @@ def field_visits() -> Board:
                 time_series=True,
             ),
         ),
-        width=24,
+        width=12,
+        height=7,
+    )
+    board.add(
+        board.sql(
+            timeseries.Panel().unit("percentunit").min(0).max(1),
+            "Verified share per day by team",
+            Sql(
+                "SELECT toDateTime(toDate(occurred_at, 'UTC')) AS time, team, "
+                "countIf(status = 'verified') / count() AS verified_share "
+                f"FROM v_field_visits WHERE {visits_where} GROUP BY time, team ORDER BY time, team",
+                ("time", "team", "verified_share"),
+                time_series=True,
+            ),
+        ),
+        width=12,
         height=7,
     )
     markers = (
@@ -941,7 +959,7 @@ def field_visits() -> Board:
             {
                 "showLegend": True,
                 "style": {
-                    "color": {"field": "team", "fixed": "dark-green"},
+                    "color": {"field": "status", "fixed": "dark-green"},
                     "opacity": 0.6,
                     "size": {"fixed": 5, "max": 15, "min": 2},
                     "symbol": {"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
@@ -954,16 +972,30 @@ def field_visits() -> Board:
             geomap.Panel()
             .view(dashboard_map_view())
             .layers([markers])
-            .description("At most 5,000 visits, newest first."),
+            .description(
+                "At most 5,000 visits with a reported position, newest first, coloured by verification "
+                "status. Positions are kept for SALESPULSE_VISIT_LOCATION_RETENTION_DAYS."
+            ),
             "Where visits were reported",
             Sql(
-                "SELECT lat, lon, rep_id, rep_name, team, occurred_at FROM v_visits "
+                "SELECT lat, lon, status, rep_id, rep_name, team, account_name, "
+                "round(distance_m) AS distance_m, occurred_at FROM v_field_visits "
                 f"WHERE {visits_where} AND lat IS NOT NULL AND lon IS NOT NULL "
                 "ORDER BY occurred_at DESC LIMIT 5000",
-                ("lat", "lon", "rep_id", "rep_name", "team", "occurred_at"),
+                (
+                    "lat",
+                    "lon",
+                    "status",
+                    "rep_id",
+                    "rep_name",
+                    "team",
+                    "account_name",
+                    "distance_m",
+                    "occurred_at",
+                ),
             ),
         ),
-        width=14,
+        width=12,
         height=14,
     )
     board.add(
@@ -972,14 +1004,56 @@ def field_visits() -> Board:
             "Visits by rep",
             Sql(
                 "SELECT rep_id, any(rep_name) AS rep_name, any(team) AS team, count() AS visits, "
-                "countIf(lat IS NOT NULL) AS with_position, round(avg(minutes_in_field), 1) AS avg_minutes "
+                "countIf(status = 'verified') AS verified, countIf(status = 'out_of_range') AS out_of_range, "
+                "countIf(status = 'unlocated') AS unlocated, "
+                "round(countIf(status = 'verified') / count(), 3) AS verified_share, "
+                "uniqExact(account_id) AS accounts, round(avg(minutes_in_field), 1) AS avg_minutes, "
+                "countIf(impossible_travel = 1) AS impossible_travel "
                 # Filtered in a subquery: in the outer WHERE, `team` would mean any(team).
-                f"FROM (SELECT * FROM v_visits WHERE {visits_where}) GROUP BY rep_id ORDER BY visits DESC",
-                ("rep_id", "rep_name", "team", "visits", "with_position", "avg_minutes"),
+                f"FROM (SELECT * FROM v_field_visits WHERE {visits_where}) "
+                "GROUP BY rep_id ORDER BY visits DESC",
+                (
+                    "rep_id",
+                    "rep_name",
+                    "team",
+                    "visits",
+                    "verified",
+                    "out_of_range",
+                    "unlocated",
+                    "verified_share",
+                    "accounts",
+                    "avg_minutes",
+                    "impossible_travel",
+                ),
             ),
         ),
-        width=10,
+        width=12,
         height=14,
+    )
+    board.add(
+        board.sql(
+            table.Panel().description(
+                "The newest 200 visits that were out of range or too far to have driven."
+            ),
+            "Visits to check",
+            Sql(
+                "SELECT occurred_at, rep_name, team, account_name, status, round(distance_m) AS distance_m, "
+                "round(travel_speed_kmh) AS travel_speed_kmh FROM v_field_visits "
+                f"WHERE {visits_where} AND (status = 'out_of_range' OR impossible_travel = 1) "
+                "ORDER BY occurred_at DESC LIMIT 200",
+                (
+                    "occurred_at",
+                    "rep_name",
+                    "team",
+                    "account_name",
+                    "status",
+                    "distance_m",
+                    "travel_speed_kmh",
+                ),
+            ),
+        ),
+        width=24,
+        height=8,
     )
     return board
 

@@ -16,10 +16,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from schemas.settings import Settings
-from sinks.clickhouse import connect
+from sinks.clickhouse import connect, write_accounts
 from sinks.queries import activity_by_rep, dead_letter_count, event_totals
 from streams.kafka import EventPublisher, start_producer, wait_until_consumed
-from streams.synthetic import OrgSpec, SyntheticOrg, estimate_total_events, generate_org, iter_events
+from streams.synthetic import (
+    OrgSpec,
+    SyntheticOrg,
+    estimate_total_events,
+    generate_accounts,
+    generate_org,
+    iter_events,
+)
 
 # Malformed inputs the demo sends on purpose, so the dead-letter path is visible from the start.
 DEMO_BAD_MESSAGES: tuple[tuple[bytes, bytes], ...] = (
@@ -154,6 +161,9 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     )
     org = generate_org(spec)
     fading = set(org.fading_rep_ids)
+    # The accounts first, as `salespulse import accounts` would load them: the worker verifies the
+    # demo's field visits against their positions.
+    await asyncio.to_thread(_store_accounts, settings, org)
     producer = await start_producer(settings)
     publisher = EventPublisher(producer, settings)
     try:
@@ -166,6 +176,14 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         await producer.stop()
     snapshot.report_path = await asyncio.to_thread(write_demo_report, settings)
     return snapshot
+
+
+def _store_accounts(settings: Settings, org: SyntheticOrg) -> None:
+    client = connect(settings)
+    try:
+        write_accounts(client, settings.clickhouse_database, generate_accounts(org), datetime.now(UTC))
+    finally:
+        client.disconnect()
 
 
 DEMO_REPORT_DIR = "demo-report"

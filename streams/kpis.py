@@ -98,7 +98,7 @@ def _visit_totals(
     client: Client, database: str, book: DealBook, window: Window, coverage_days: int
 ) -> dict[str, VisitTotals]:
     earliest = min(window.start, window.end - timedelta(days=coverage_days))
-    visits = [_record(row) for row in stored_visits(client, database, earliest, window.end)]
+    visits = [visit_record(row) for row in stored_visits(client, database, earliest, window.end)]
     open_deals: dict[str, list[OpenSpan]] = defaultdict(list)
     for deal in book.deals.values():
         if deal.account_id is not None and deal.opened_at is not None:
@@ -113,7 +113,7 @@ def _visit_totals(
     )
 
 
-def _record(row: VisitRow) -> VisitRecord:
+def visit_record(row: VisitRow) -> VisitRecord:
     return VisitRecord(
         visit_id=row.visit_id,
         rep_id=row.rep_id,

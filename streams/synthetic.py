@@ -20,6 +20,7 @@ whole org; pacing them in real time is the caller's business.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 import random
@@ -29,6 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
+from schemas.accounts import Account
 from schemas.events import (
     EARLIEST_EVENT_TIME,
     LATEST_EVENT_TIME,
@@ -49,6 +51,7 @@ from schemas.events import (
 )
 from schemas.reps import ManagementMode, Rep
 from schemas.wire import Event
+from streams.visits.geo import haversine_m
 
 __all__ = [
     "DEAL_STAGES",
@@ -56,8 +59,10 @@ __all__ = [
     "OrgSpec",
     "RepProfile",
     "SyntheticOrg",
+    "account_position",
     "estimate_total_events",
     "events_per_day_estimate",
+    "generate_accounts",
     "generate_org",
     "iter_events",
 ]
@@ -122,6 +127,14 @@ PRODUCTS: tuple[tuple[str, float, float], ...] = (
 )
 ACCOUNTS_PER_REP = 400
 _ACCOUNT_SUFFIXES = tuple(f"{n:03d}" for n in range(ACCOUNTS_PER_REP))
+# Field visits: each rep's first accounts are key accounts, visited more often than the others.
+KEY_ACCOUNTS_PER_REP = 5
+KEY_ACCOUNT_VISIT_SHARE = 0.4
+# Accounts lie within this many degrees of their territory's centre (about 20 km).
+ACCOUNT_SPREAD_DEG = 0.18
+VISIT_OUT_OF_RANGE_RATE = 0.04  # checked in from the car park down the road, or the wrong site
+VISIT_WITHOUT_GPS_RATE = 0.04
+FIELD_DRIVING_KMH = 45.0
 
 TEAM_NAMES = ("North", "South", "East", "West", "Central", "Coastal", "Metro", "Mountain", "Valley", "Harbor")
 # (territory id, latitude, longitude of its centre)
@@ -261,6 +274,52 @@ def _person_name(rng: random.Random) -> str:
 
 def _round_amount(value: float, step: int) -> Decimal:
     return Decimal(max(step, round(value / step) * step))
+
+
+def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return haversine_m(a[0], a[1], b[0], b[1]) / 1000
+
+
+def _offset(lat: float, lon: float, metres: float, bearing_deg: float) -> tuple[float, float]:
+    """A point ``metres`` from (lat, lon) towards ``bearing_deg`` (flat-earth: fine below 10 km)."""
+    north = metres * math.cos(math.radians(bearing_deg)) / 111_195.0
+    east = metres * math.sin(math.radians(bearing_deg)) / (111_195.0 * math.cos(math.radians(lat)))
+    return round(max(-90.0, min(90.0, lat + north)), 6), round(max(-180.0, min(180.0, lon + east)), 6)
+
+
+def _unit_hash(text: str) -> float:
+    """A stable number in [0, 1) from ``text`` (positions that never depend on a random stream)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def account_position(account_id: str, centre: tuple[float, float]) -> tuple[float, float]:
+    lat, lon = centre
+    return (
+        round(lat + (2 * _unit_hash(f"lat:{account_id}") - 1) * ACCOUNT_SPREAD_DEG, 6),
+        round(lon + (2 * _unit_hash(f"lon:{account_id}") - 1) * ACCOUNT_SPREAD_DEG * 1.3, 6),
+    )
+
+
+def generate_accounts(org: SyntheticOrg) -> list[Account]:
+    """Every account the org's events name, with a position in its rep's territory and the rep as
+    owner; each rep's first ``KEY_ACCOUNTS_PER_REP`` are in the ``key`` segment."""
+    accounts: list[Account] = []
+    for profile in org.profiles:
+        prefix = f"acct-{profile.rep.rep_id.removeprefix('rep-')}-"
+        for n, suffix in enumerate(_ACCOUNT_SUFFIXES):
+            account_id = prefix + suffix
+            lat, lon = account_position(account_id, profile.territory_centre)
+            accounts.append(
+                Account(
+                    account_id=account_id,
+                    name=f"{profile.rep.territory.title()} customer {suffix}",
+                    lat=lat,
+                    lon=lon,
+                    segment="key" if n < KEY_ACCOUNTS_PER_REP else "standard",
+                    owner_rep_id=profile.rep.rep_id,
+                )
+            )
+    return accounts
 
 
 def generate_org(spec: OrgSpec) -> SyntheticOrg:
@@ -444,6 +503,8 @@ class _Generator:
         # Field-visit details (how a check-out is sent) draw from their own stream, so they never
         # reshuffle the rest of the history.
         self._field_rng = random.Random(f"field:{spec.seed}")  # noqa: S311 - a simulation, not a secret
+        # (rep_id, check-in time) -> (account, its position, check-out time) of planned visits.
+        self._routes: dict[tuple[str, float], list[tuple[str, tuple[float, float], float]]] = {}
         self._origin = datetime.combine(spec.start.date(), datetime.min.time(), tzinfo=UTC)
         self._origin_weekday = self._origin.weekday()
         self._start_s = (spec.start - self._origin).total_seconds()
@@ -543,11 +604,16 @@ class _Generator:
             ),
             (_poisson(rng, profile.visits_per_day * level), partial(self._visit, rep)),
         ]
+        visits = plan[-1][1]
         for count, action in plan:
+            times = []
             for _ in range(count):
                 t = self._work_time(day)
                 if t >= self._start_s:  # the first day may start mid-day
                     self._schedule(t, action)
+                    times.append(t)
+            if action is visits and times:
+                self._plan_route(rep, day, sorted(times))
 
     def _seed_pipeline(self) -> None:
         """Start from a going concern: meetings already booked and deals already open, as in a real CRM.
@@ -643,20 +709,77 @@ class _Generator:
             direction=direction,
         )
 
+    def _plan_route(self, rep: _RepState, day: int, times: list[float]) -> None:
+        """The day's visits of a rep as a route: from account to account at driving speed, each
+        visit ending in time to drive to the next. Drawn from the field stream only."""
+        field = self._field_rng
+        stops: list[tuple[str, tuple[float, float]]] = []
+        for n, t in enumerate(times):
+            if field.random() < KEY_ACCOUNT_VISIT_SHARE:
+                suffix = _ACCOUNT_SUFFIXES[field.randrange(KEY_ACCOUNTS_PER_REP)]
+            else:
+                suffix = _ACCOUNT_SUFFIXES[field.randrange(KEY_ACCOUNTS_PER_REP, ACCOUNTS_PER_REP)]
+            account_id = rep.account_prefix + suffix
+            position = account_position(account_id, rep.profile.territory_centre)
+            if stops:
+                # Too far to drive since the last check-in: the rep visits a neighbour instead.
+                reachable_km = (t - times[n - 1]) / 3600 * FIELD_DRIVING_KMH
+                if haversine_km(stops[-1][1], position) > reachable_km:
+                    account_id, position = self._route_neighbour(rep, stops[-1][1], reachable_km)
+            stops.append((account_id, position))
+        for n, (t, (account_id, position)) in enumerate(zip(times, stops, strict=True)):
+            leaves_at = t + 60 * field.randint(20, 90)
+            if n + 1 < len(times):
+                drive_s = haversine_km(position, stops[n + 1][1]) / FIELD_DRIVING_KMH * 3600
+                leaves_at = max(t, min(leaves_at, times[n + 1] - drive_s))
+            # A list: two visits of a rep may be drawn for the same second.
+            self._routes.setdefault((rep.rep_id, t), []).append((account_id, position, math.floor(leaves_at)))
+
+    def _route_neighbour(
+        self, rep: _RepState, here: tuple[float, float], reachable_km: float
+    ) -> tuple[str, tuple[float, float]]:
+        candidates = [
+            (
+                haversine_km(
+                    here, account_position(rep.account_prefix + suffix, rep.profile.territory_centre)
+                ),
+                suffix,
+            )
+            for suffix in _ACCOUNT_SUFFIXES
+        ]
+        near = [suffix for distance, suffix in candidates if distance <= reachable_km]
+        suffix = self._field_rng.choice(near) if near else min(candidates)[1]
+        account_id = rep.account_prefix + suffix
+        return account_id, account_position(account_id, rep.profile.territory_centre)
+
     def _visit(self, rep: _RepState, t: float) -> Event:
         rng = self._rng
-        lat, lon = rep.profile.territory_centre
-        # Most check-ins are GPS-accurate; some come from a phone indoors.
+        # These draws of the main stream are kept (their values unused) so that the rest of the
+        # history is the same as before visits were routed.
         accuracy = rng.uniform(4, 40) if rng.random() < 0.9 else rng.uniform(100, 800)
-        account_id = self._account(rep)
-        visit_lat = round(max(-90.0, min(90.0, lat + rng.gauss(0, 0.12))), 6)
-        visit_lon = round(max(-180.0, min(180.0, lon + rng.gauss(0, 0.15))), 6)
-        leaves_at = t + 60 * rng.randint(20, 90)
+        self._account(rep)
+        rng.gauss(0, 0.12)
+        rng.gauss(0, 0.15)
+        rng.randint(20, 90)
+        field = self._field_rng
+        planned = self._routes[(rep.rep_id, t)]
+        account_id, (lat, lon), leaves_at = planned.pop(0)
+        if not planned:
+            del self._routes[(rep.rep_id, t)]
         event_id = self._next_event_id()
+        # Most check-ins are GPS-accurate and on site; a few are well off the site, a few have no fix.
+        draw = field.random()
+        position: tuple[float, float] | None
+        if draw < VISIT_WITHOUT_GPS_RATE:
+            position = None
+        elif draw < VISIT_WITHOUT_GPS_RATE + VISIT_OUT_OF_RANGE_RATE:
+            position = _offset(lat, lon, field.uniform(400, 3000), field.uniform(0, 360))
+        else:
+            position = _offset(lat, lon, abs(field.gauss(0, 15)), field.uniform(0, 360))
         # Half the check-outs come as their own event, as a mobile app sends them on leaving (those
         # after working hours stay on the visit, which keeps every event inside them).
         work_ends = int(t // _DAY_S) * _DAY_S + _WORK_END_S
-        separate_check_out = self._field_rng.random() < 0.5 and leaves_at < min(work_ends, self._end_s)
+        separate_check_out = field.random() < 0.5 and leaves_at < min(work_ends, self._end_s)
         if separate_check_out:
             self._schedule(leaves_at, partial(self._check_out, rep, event_id, account_id))
         return VisitEvent(
@@ -665,9 +788,9 @@ class _Generator:
             rep_id=rep.rep_id,
             occurred_at=self._at(t),
             account_id=account_id,
-            lat=visit_lat,
-            lon=visit_lon,
-            accuracy_m=round(accuracy, 1),
+            lat=None if position is None else position[0],
+            lon=None if position is None else position[1],
+            accuracy_m=None if position is None else round(min(accuracy, 60.0), 1),
             check_out_at=None if separate_check_out else self._at(leaves_at),
         )
 

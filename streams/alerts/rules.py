@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from schemas.accounts import Account
 from schemas.alert_rules import (
     SCORE,
     ActivityWindows,
@@ -63,6 +64,8 @@ from streams.alerts.modes import (
 )
 from streams.kpi.deals import SECONDS_PER_DAY, Deal, DealStatus
 from streams.kpi.metrics import Window
+from streams.visits.book import VisitRecord
+from streams.visits.geo import VisitStatus
 
 ACTIVITY_DROP = "activity_drop"
 CONVERSION_DROP = "conversion_drop"
@@ -70,6 +73,10 @@ NO_ACTIVITY = "no_activity"
 PIPELINE_COVERAGE_LOW = "pipeline_coverage_low"
 PACING_FORECAST = "pacing_forecast"
 STALLED_DEALS = "stalled_deals"
+FIELD_ACTIVITY_DROP = "field_activity_drop"
+LOW_VERIFIED_SHARE = "low_verified_share"
+KEY_ACCOUNTS_NOT_VISITED = "key_accounts_not_visited"
+NO_CHECK_IN = "no_check_in"
 RULES: tuple[str, ...] = (
     ACTIVITY_DROP,
     CONVERSION_DROP,
@@ -77,6 +84,10 @@ RULES: tuple[str, ...] = (
     PIPELINE_COVERAGE_LOW,
     PACING_FORECAST,
     STALLED_DEALS,
+    FIELD_ACTIVITY_DROP,
+    LOW_VERIFIED_SHARE,
+    KEY_ACCOUNTS_NOT_VISITED,
+    NO_CHECK_IN,
 )
 
 ONE_DAY = timedelta(days=1)
@@ -131,6 +142,10 @@ class RepView:
     daily: Daily
     last_activity_at: datetime | None
     deals: Sequence[Deal]
+    # Field visits checked into within ``config.visit_history_days`` (orphan check-outs left out),
+    # and the accounts assigned to the rep (their owner).
+    visits: Sequence[VisitRecord] = ()
+    accounts: Sequence[Account] = ()
 
 
 # --- Small pure helpers -------------------------------------------------------------------------------
@@ -311,6 +326,10 @@ def evaluate(
         candidates.extend(_rep_pipeline_coverage(view, decision, context))
         candidates.extend(_pacing_forecast(view, decision, context))
         candidates.extend(_stalled_deals(view, decision, context))
+        candidates.extend(_field_activity_drop(view, decision, context))
+        candidates.extend(_low_verified_share(view, decision, context))
+        candidates.extend(_key_accounts_not_visited(view, decision, context))
+        candidates.extend(_no_check_in(view, decision, context))
     for group in _groups(views, config):
         rules = (
             (config.team_activity_drop, config.team_pipeline_coverage_low)
@@ -1204,10 +1223,183 @@ def _stalled_deals(view: RepView, decision: ModeDecision, context: _Now) -> list
     return candidates
 
 
+# --- Field visits ------------------------------------------------------------------------------------
+
+
+def _utc_days_ago(context: _Now, days: int) -> datetime:
+    """The start of the UTC day ``days`` before today (windows end with yesterday, complete)."""
+    return datetime.combine(context.today - timedelta(days=days), datetime.min.time(), tzinfo=UTC)
+
+
+def _verified_between(view: RepView, start: datetime, end: datetime) -> int:
+    return sum(
+        1
+        for v in view.visits
+        if start <= v.checked_in_at < end and v.status is VisitStatus.VERIFIED and not v.check_in_missing
+    )
+
+
+def _field_activity_drop(view: RepView, decision: ModeDecision, context: _Now) -> list[AlertCandidate]:
+    rule = context.config.field_activity_drop
+    if not rule.enabled or not view.visits:
+        return []
+    window_start = _utc_days_ago(context, rule.window_days)
+    window_end = _utc_days_ago(context, 0)
+    baseline_start = _utc_days_ago(context, rule.window_days + rule.baseline_days)
+    recent = _verified_between(view, window_start, window_end)
+    baseline = _verified_between(view, baseline_start, window_start) * rule.window_days / rule.baseline_days
+    if baseline < rule.min_baseline_visits:
+        return []
+    firing = context.was_firing(FIELD_ACTIVITY_DROP, Scope.REP, view.rep_id)
+    if not _breached(recent, baseline, rule.fire_below, rule.resolve_above, firing):
+        return []
+    return [
+        AlertCandidate(
+            rule=FIELD_ACTIVITY_DROP,
+            scope=Scope.REP,
+            key=view.rep_id,
+            severity=rule_severity(rule, decision.mode, context.config),
+            value=recent,
+            baseline=baseline,
+            summary=(
+                f"Verified visits {_per(rule.window_days)}: {recent} vs {_number(baseline)} before "
+                f"(-{_drop_percent(recent, baseline)}%)"
+            ),
+            action=(
+                f"Ride along with {_name(view)} or review their week's route: which customers were "
+                "dropped, and is it the plan, the territory or the rep"
+            ),
+            observed_at=context.at,
+            labels=_rep_labels(view, decision.mode),
+        )
+    ]
+
+
+def _low_verified_share(view: RepView, decision: ModeDecision, context: _Now) -> list[AlertCandidate]:
+    rule = context.config.low_verified_share
+    if not rule.enabled or not view.visits:
+        return []
+    start, end = _utc_days_ago(context, rule.window_days), _utc_days_ago(context, 0)
+    visits = [v for v in view.visits if start <= v.checked_in_at < end and not v.check_in_missing]
+    if len(visits) < rule.min_visits:
+        return []
+    verified = sum(1 for v in visits if v.status is VisitStatus.VERIFIED)
+    share = verified / len(visits)
+    firing = context.was_firing(LOW_VERIFIED_SHARE, Scope.REP, view.rep_id)
+    if not _breached(share, 1.0, rule.fire_below, rule.resolve_above, firing):
+        return []
+    out_of_range = sum(1 for v in visits if v.status is VisitStatus.OUT_OF_RANGE)
+    return [
+        AlertCandidate(
+            rule=LOW_VERIFIED_SHARE,
+            scope=Scope.REP,
+            key=view.rep_id,
+            severity=rule_severity(rule, decision.mode, context.config),
+            value=share,
+            baseline=rule.fire_below,
+            summary=(
+                f"Only {share:.0%} of {len(visits)} visits {_per(rule.window_days)} verified at the customer "
+                f"({out_of_range} out of range, {len(visits) - verified - out_of_range} without a position)"
+            ),
+            action=(
+                f"Look at {_name(view)}'s unverified visits on the Field visits board: a wrong account "
+                "position, check-ins from the car park, location turned off, or visits that did not happen"
+            ),
+            observed_at=context.at,
+            labels=_rep_labels(view, decision.mode),
+        )
+    ]
+
+
+def _key_accounts_not_visited(view: RepView, decision: ModeDecision, context: _Now) -> list[AlertCandidate]:
+    rule = context.config.key_accounts_not_visited
+    key_accounts = {a.account_id: a.name for a in view.accounts if a.segment in rule.segments}
+    if not rule.enabled or not key_accounts:
+        return []
+    since = context.at - timedelta(days=rule.days)
+    visited = {
+        v.account_id
+        for v in view.visits
+        if since <= v.checked_in_at <= context.at
+        and v.status is VisitStatus.VERIFIED
+        and not v.check_in_missing
+    }
+    missing = [account_id for account_id in sorted(key_accounts) if account_id not in visited]
+    if not missing:
+        return []
+    named = [key_accounts[a] if key_accounts[a] == a else f"{key_accounts[a]} ({a})" for a in missing]
+    shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+    return [
+        AlertCandidate(
+            rule=KEY_ACCOUNTS_NOT_VISITED,
+            scope=Scope.REP,
+            key=view.rep_id,
+            severity=rule_severity(rule, decision.mode, context.config),
+            value=len(missing),
+            baseline=len(key_accounts),
+            summary=(
+                f"{len(missing)} of {len(key_accounts)} key accounts without a verified visit in "
+                f"{rule.days} days: {shown}"
+            ),
+            action=f"Plan visits to {shown} with {_name(view)} this week",
+            observed_at=context.at,
+            labels=_rep_labels(view, decision.mode),
+        )
+    ]
+
+
+def _no_check_in(view: RepView, decision: ModeDecision, context: _Now) -> list[AlertCandidate]:
+    rule = context.config.no_check_in
+    if not rule.enabled or not view.visits:
+        return []
+    calendar = context.config.calendar_for(view.rep.team if view.rep else None)
+    zone = ZoneInfo(calendar.timezone)
+    local_now = context.at.astimezone(zone)
+    today = local_now.date()
+    if not calendar.is_working_day(today) or local_now.time() < rule.by:
+        return []
+    check_in_days = {v.checked_in_at.astimezone(zone).date() for v in view.visits if not v.check_in_missing}
+    if today in check_in_days:
+        return []
+    lookback: list[date] = []
+    day = today - ONE_DAY
+    while len(lookback) < rule.lookback_working_days and day > today - timedelta(
+        days=4 * rule.lookback_working_days
+    ):
+        if calendar.is_working_day(day):
+            lookback.append(day)
+        day -= ONE_DAY
+    days_in_field = sum(1 for d in lookback if d in check_in_days)
+    if days_in_field < rule.field_rep_days:
+        return []  # not a field rep (or not lately)
+    return [
+        AlertCandidate(
+            rule=NO_CHECK_IN,
+            scope=Scope.REP,
+            key=view.rep_id,
+            severity=rule_severity(rule, decision.mode, context.config),
+            value=0,
+            baseline=days_in_field,
+            summary=(
+                f"No check-in by {rule.by:%H:%M} {calendar.timezone} today "
+                f"(in the field {days_in_field} of the last {len(lookback)} working days)"
+            ),
+            action=f"Call {_name(view)}: is the day's route on, and does their app check in?",
+            observed_at=context.at,
+            detail=today.isoformat(),
+            labels=_rep_labels(view, decision.mode),
+        )
+    ]
+
+
 __all__ = [
     "ACTIVITY_DROP",
     "CONVERSION_DROP",
+    "FIELD_ACTIVITY_DROP",
+    "KEY_ACCOUNTS_NOT_VISITED",
+    "LOW_VERIFIED_SHARE",
     "NO_ACTIVITY",
+    "NO_CHECK_IN",
     "PACING_FORECAST",
     "PIPELINE_COVERAGE_LOW",
     "RULES",

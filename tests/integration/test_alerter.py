@@ -14,14 +14,16 @@ from aiokafka import AIOKafkaConsumer
 from test_notifiers import LocalReceiver, routing_for
 from test_pipeline import isolated_pipeline
 
+from schemas.accounts import Account
 from schemas.alert_rules import AlertRulesConfig
+from schemas.events import VisitEvent
 from schemas.settings import Settings
 from schemas.wire import MessageOrigin, encode_batch
-from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect
+from sinks.clickhouse import ClickHouseHistory, ClickHouseSink, connect, write_accounts
 from streams.alerter import Alerter, BookStore
 from streams.processor import BatchProcessor, RawMessage
 from streams.runtime.supervisor import EmbeddedRuntime
-from streams.synthetic import OrgSpec, generate_org, iter_events
+from streams.synthetic import OrgSpec, generate_accounts, generate_org, iter_events
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +36,17 @@ def store_history(settings: Settings, spec: OrgSpec) -> list[str]:
     returns the ids of the fading reps."""
     org = generate_org(spec)
     client = connect(settings)
+    write_accounts(client, settings.clickhouse_database, generate_accounts(org), START)
     sink = ClickHouseSink(client, settings.clickhouse_database)
+    history = ClickHouseHistory(connect(settings), settings.clickhouse_database)
     step = BatchProcessor(
-        history=ClickHouseHistory(connect(settings), settings.clickhouse_database),
+        history=history,
         late_grace=timedelta(days=settings.late_grace_days),
         clock=lambda: START + timedelta(days=DAYS),
         rep_topic="reps",
         max_message_bytes=settings.max_message_bytes,
         deal_stages=settings.deal_stages,
+        visits=history,
     )
     reps = [
         RawMessage(r.rep_id.encode(), r.model_dump_json().encode(), MessageOrigin("reps")) for r in org.reps
@@ -147,3 +152,73 @@ def test_alerts_are_evaluated_stored_grouped_per_team_and_sent_once(
             again.close()
     finally:
         receiver.down()
+
+
+def test_no_check_in_fires_on_the_timer_and_resolves_with_the_check_in(
+    runtime: EmbeddedRuntime, tmp_path: Path
+) -> None:
+    """A field rep checked in every working day for two weeks; on Monday nothing by 11:00, so the
+    alerter's tick raises no_check_in with no event arriving; the 11:40 check-in resolves it."""
+    with isolated_pipeline(runtime) as settings:
+        db = settings.clickhouse_database
+        client = connect(settings)
+        account = Account(account_id="acc-a", name="Alpha", lat=48.0, lon=11.0, owner_rep_id="field-1")
+        write_accounts(client, db, [account], START)
+        history = ClickHouseHistory(connect(settings), db)
+        sink = ClickHouseSink(client, db)
+        monday = datetime(2026, 3, 16, tzinfo=UTC)
+        step = BatchProcessor(
+            history=history,
+            late_grace=timedelta(days=35),
+            clock=lambda: monday,
+            rep_topic="reps",
+            max_message_bytes=settings.max_message_bytes,
+            visits=history,
+        )
+
+        def check_in(event_id: str, at: datetime) -> None:
+            event = VisitEvent(
+                event_id=event_id,
+                type="visit",
+                rep_id="field-1",
+                occurred_at=at,
+                account_id="acc-a",
+                lat=48.0,
+                lon=11.0,
+                accuracy_m=5,
+                check_out_at=at + timedelta(minutes=40),
+            )
+            sink.write(
+                step.process([RawMessage(b"field-1", encode_batch([event]), MessageOrigin("x"))]).sink_batch
+            )
+            sink.flush()
+
+        for n in range(14):
+            day = monday - timedelta(days=14 - n)
+            if day.weekday() < 5:
+                check_in(f"past-{n}", day.replace(hour=9))
+        alerter = Alerter(
+            settings,
+            connect(settings),
+            rules=AlertRulesConfig.model_validate({"no_check_in": {"by": "11:00"}}),
+            routing=None,
+            outbox=None,
+            book_store=BookStore(tmp_path / "book.json"),
+        )
+        try:
+            early = alerter.tick(monday.replace(hour=10, minute=55))
+            assert not [t for t in early.transitions if t.alert.rule == "no_check_in"]
+            late = alerter.tick(monday.replace(hour=11, minute=5))
+            (fired,) = [t for t in late.transitions if t.alert.rule == "no_check_in"]
+            assert (fired.alert.key, fired.status.value) == ("field-1", "firing")
+            check_in("today", monday.replace(hour=11, minute=40))
+            after = alerter.tick(monday.replace(hour=11, minute=45))
+            (resolved,) = [t for t in after.transitions if t.alert.rule == "no_check_in"]
+            assert resolved.status.value == "resolved"
+            stored = client.execute(
+                f"SELECT rule, key, status FROM {db}.alerts FINAL WHERE rule = 'no_check_in'"
+            )
+            assert stored == [("no_check_in", "field-1", "resolved")]
+        finally:
+            alerter.close()
+            sink.close()

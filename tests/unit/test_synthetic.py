@@ -33,9 +33,12 @@ from streams.synthetic import (
     SyntheticOrg,
     estimate_total_events,
     events_per_day_estimate,
+    generate_accounts,
     generate_org,
     iter_events,
 )
+from streams.visits.book import VisitBook
+from streams.visits.geo import VisitStatus
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 # Long enough for a full sales cycle after the fade, with enough fading reps to see their wins drop.
@@ -166,17 +169,18 @@ def test_fields_look_like_real_activity(org: SyntheticOrg, events: list[Event]) 
             assert event.scheduled_for is not None
             assert event.scheduled_for > event.occurred_at
         elif isinstance(event, VisitEvent):
-            assert event.lat is not None
-            assert event.lon is not None
-            assert event.accuracy_m is not None
             # Every visit is checked out of: on the visit itself or by a check-out event naming it.
             separate = check_outs.pop(event.event_id, None)
             assert (event.check_out_at is None) == (separate is not None)
             left_at = event.check_out_at or separate.occurred_at  # type: ignore[union-attr]
+            # At most 90 minutes on site, less when the next visit of the route is close.
+            assert timedelta(0) <= left_at - event.occurred_at <= timedelta(minutes=90)
+            if event.lat is None:  # a check-in without a GPS fix
+                assert event.lon is None and event.accuracy_m is None
+                continue
             lat, lon = centres[event.rep_id]
             assert abs(event.lat - lat) < 1.0
             assert abs(event.lon - lon) < 1.0
-            assert timedelta(minutes=20) <= left_at - event.occurred_at <= timedelta(minutes=90)
         elif isinstance(event, ProposalSentEvent | DealWonEvent):
             assert event.amount is not None
             assert event.amount > 0
@@ -335,3 +339,25 @@ def test_the_estimate_is_close_to_what_is_generated(spec: OrgSpec) -> None:
     actual = sum(1 for _ in iter_events(generate_org(spec)))
     assert abs(estimate_total_events(spec) - actual) / actual < 0.1
     assert events_per_day_estimate(spec) == pytest.approx(estimate_total_events(spec) / spec.days, rel=0.01)
+
+
+def test_visits_follow_routes_to_the_reps_accounts(org: SyntheticOrg, events: list[Event]) -> None:
+    accounts = {a.account_id: a for a in generate_accounts(org)}
+    books: dict[str, VisitBook] = {}
+    for event in events:
+        if isinstance(event, VisitEvent | VisitCheckOutEvent):
+            assert event.account_id in accounts
+            assert accounts[event.account_id].owner_rep_id == event.rep_id
+            books.setdefault(event.rep_id, VisitBook(event.rep_id)).apply([event])
+    records = [r for book in books.values() for r in book.records(accounts).values()]
+    statuses = Counter(r.status for r in records)
+    total = len(records)
+    assert total > 500
+    assert statuses[VisitStatus.VERIFIED] / total > 0.85
+    assert 0.01 < statuses[VisitStatus.OUT_OF_RANGE] / total < 0.08
+    assert 0.01 < statuses[VisitStatus.UNLOCATED] / total < 0.08
+    # A route: one visit after the other, reachable by car.
+    assert not any(r.overlaps or r.check_in_missing for r in records)
+    assert sum(r.impossible_travel for r in records) / total < 0.01
+    key_share = sum(accounts[r.account_id or ""].segment == "key" for r in records) / total
+    assert 0.3 < key_share < 0.5
