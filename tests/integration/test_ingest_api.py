@@ -77,6 +77,21 @@ def test_a_dialer_posts_calls_with_a_token_and_they_are_stored_exactly_once(
     with running_service(settings) as service, httpx.Client(base_url=service.url, timeout=30) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         assert http.get("/readyz").status_code == 200
+        spec = http.get("/openapi.json").json()
+        assert spec["openapi"] == "3.1.0"
+        assert {"/v1/events", "/v1/webhooks/{source}", "/v1/checkins", "/healthz", "/readyz"} <= spec[
+            "paths"
+        ].keys()
+        assert set(spec["paths"]["/v1/events"]["post"]["responses"]) >= {
+            "200",
+            "207",
+            "401",
+            "413",
+            "429",
+            "503",
+        }
+        assert "CallEvent" in spec["components"]["schemas"]
+        assert "/v1/events" in http.get("/docs").text
         first = http.post("/v1/events", json=batch[:400], headers=bearer(token))
         assert first.status_code == 200, first.text
         assert first.json()["accepted"] == 400 and first.json()["rejected"] == 0

@@ -236,6 +236,52 @@ def test_a_second_runtime_on_the_same_home_attaches_to_the_first(runtime: Embedd
     assert owner is not None and owner["pid"] == os.getpid()
 
 
+def test_an_attached_command_uses_the_owners_pipeline_unless_it_names_its_own(
+    runtime: EmbeddedRuntime, tmp_path: Path
+) -> None:
+    """`kpis` next to a running demo reads the demo's database; one that sets its own keeps it. An
+    owner that runs no broker cannot serve a command that needs one: that fails clearly."""
+    if not (runtime.started_broker and runtime.started_clickhouse):
+        pytest.skip("with external servers the runtime owns no home")
+    import json
+
+    from streams.runtime.supervisor import LOCK_FILE, HomeInUseError, _HomeLock
+
+    home = tmp_path.resolve()
+    owner = {
+        "pid": os.getpid(),
+        "kafka_bootstrap": None,
+        "clickhouse": {
+            "host": runtime.clickhouse_host,
+            "tcp_port": runtime.clickhouse_port,
+            "http_port": None,
+        },
+        "processes": {},
+        "pipeline": {
+            "clickhouse_database": "salespulse_demo",
+            "topic_prefix": "demo.",
+            "consumer_group": "g",
+        },
+        "worker": False,
+    }
+    lock = _HomeLock(home)  # this process plays the owner
+    try:
+        (home / RUNTIME_FILE).write_text(json.dumps(owner), encoding="utf-8")
+        with EmbeddedRuntime(Settings(home=home), need_broker=False, handle_signals=False) as attached:
+            adopted = attached.settings_for_children()
+            assert attached.attached and not attached.worker_running
+            assert (adopted.clickhouse_database, adopted.topic_prefix) == ("salespulse_demo", "demo.")
+            assert adopted.clickhouse_port == runtime.clickhouse_port
+        mine = Settings(home=home, clickhouse_database="mine")
+        with EmbeddedRuntime(mine, need_broker=False, handle_signals=False) as attached:
+            assert attached.settings_for_children().clickhouse_database == "mine"
+        with pytest.raises(HomeInUseError, match="without a broker"):
+            EmbeddedRuntime(Settings(home=home), handle_signals=False).start()
+    finally:
+        lock.release()
+    assert (home / LOCK_FILE).exists() and (home / RUNTIME_FILE).exists()  # an attached stop removes nothing
+
+
 def test_a_runtime_that_must_own_its_home_fails_clearly_when_another_runs(runtime: EmbeddedRuntime) -> None:
     if not (runtime.started_broker or runtime.started_clickhouse):
         pytest.skip("with both servers external the runtime owns no home")
