@@ -190,7 +190,9 @@ def _field_value(spec: FieldSpec, item: Any, name: str, zone: tzinfo) -> Any:
         return value if isinstance(value, int | float) else Decimal(_text(value).strip() or "x")
     if name == "attributes":
         return value
-    return _text(value) if not isinstance(value, dict | list) else value
+    if isinstance(value, dict | list):
+        raise _MappingProblem(f"{name}: expected a single value, got a JSON {type(value).__name__}")
+    return _text(value)
 
 
 def _matches(rule: WebhookRule, item: Any) -> bool:

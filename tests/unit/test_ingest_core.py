@@ -359,3 +359,57 @@ def test_a_checkin_build_makes_a_visit_and_a_checkout_names_it() -> None:
         "checkin:abc-12345",
     )  # type: ignore[union-attr]
     assert not math.isnan(out.lat or 0)
+
+
+# --------------------------------------------------------------------------------- never crashes
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+HUBSPOT_KEYS = ["eventId", "portalId", "objectId", "occurredAt", "subscriptionType", "sourceId",
+                "propertyName", "propertyValue", "changeSource"]  # fmt: skip
+HUBSPOT_LIKE = st.dictionaries(
+    st.sampled_from(HUBSPOT_KEYS),
+    JSON_VALUES
+    | st.sampled_from(["deal.creation", "deal.propertyChange", "dealstage", "closedwon", "userId:1"])
+    | st.integers(min_value=-(10**15), max_value=10**15),
+)
+
+
+# A real notification with a few fields replaced by anything: most of these map, some are broken.
+PERTURBED = st.builds(
+    lambda kind, stage, changes: {
+        **hubspot_item(7, kind, propertyName="dealstage", propertyValue=stage),
+        **changes,
+    },
+    st.sampled_from(["deal.creation", "deal.propertyChange"]),
+    st.sampled_from(["closedwon", "closedlost", "contractsent", "custom-stage", ""]),
+    st.dictionaries(st.sampled_from(HUBSPOT_KEYS), JSON_VALUES, max_size=2),
+)
+
+
+@given(st.lists(PERTURBED | HUBSPOT_LIKE | JSON_VALUES, max_size=8))
+def test_any_webhook_payload_maps_to_results_without_raising(items: list[object]) -> None:
+    """Whatever a CRM sends, every item ends accepted, rejected (with a dead letter) or ignored."""
+    decoded = map_payload(hubspot(), orjson.dumps(items), now=NOW, max_events=100)
+    assert [r.index for r in decoded.results] == list(range(len(items)))
+    rejected = [r for r in decoded.results if r.status == "rejected"]
+    assert len(rejected) == len(decoded.dead_letters)
+    assert len(decoded.events) == sum(1 for r in decoded.results if r.status == "accepted")
+
+
+@given(st.binary(max_size=300), st.sampled_from(list(BodyFormat)))
+def test_any_body_decodes_or_is_refused_as_a_whole(body: bytes, fmt: BodyFormat) -> None:
+    try:
+        decoded = decode_body(body, fmt, now=NOW, max_events=50, max_event_bytes=1 << 20)
+    except (UnreadableBodyError, TooManyEventsError):
+        return
+    assert len(decoded.events) + len(decoded.dead_letters) == len(decoded.results)
