@@ -39,6 +39,17 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], process_log: Path, ti
         time.sleep(0.3)
 
 
+def listening_on(port: int) -> set[str]:
+    """Addresses with a listening TCP socket on ``port`` (IPv4, from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address_hex, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(".".join(str(b) for b in bytes.fromhex(address_hex)[::-1]))
+    return found
+
+
 def test_serve_tokens_and_a_second_terminal_on_the_same_home(cli: Cli, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -48,6 +59,7 @@ def test_serve_tokens_and_a_second_terminal_on_the_same_home(cli: Cli, tmp_path:
         wait_ready(url, process, stderr)
         pids = runtime_pids(cli.home)
         assert {"broker", "clickhouse", "worker"} <= pids.keys(), pids
+        assert listening_on(port) == {"127.0.0.1"}  # loopback by default
 
         # A second terminal: `tokens create` attaches to the running runtime.
         created = cli.run("tokens", "create", "--name", "dialer", "--scopes", "events:write")
