@@ -216,8 +216,9 @@ class Settings(BaseSettings):
     ingest_max_pending_events: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
         default=50_000,
         description=(
-            "Events the ingest service may have waiting for the broker at once; a request past "
-            "it is answered 503 with Retry-After at once (the producer buffer is full)."
+            "Events the ingest service may have waiting for the broker at once; a request that "
+            "would go past it while others wait is answered 503 with Retry-After at once (the "
+            "producer buffer is full)."
         ),
     )
     ingest_token_refresh_s: Annotated[float, Field(gt=0, le=3600)] = Field(

@@ -159,7 +159,8 @@ class IngestContext:
         """Publish, and return once the broker acknowledged everything; ServiceUnavailableError when
         it cannot (unreachable, too slow, or too much already waiting)."""
         count = len(events) + len(dead_letters)
-        if self.pending_events + count > self.settings.ingest_max_pending_events:
+        # Refused only behind others: a request alone always gets its chance, however large.
+        if self.pending_events and self.pending_events + count > self.settings.ingest_max_pending_events:
             raise ServiceUnavailableError(
                 f"{self.pending_events} events are waiting for the broker already; retry shortly",
                 RETRY_AFTER_BUSY_S,
