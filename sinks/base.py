@@ -175,6 +175,11 @@ class VisitHistory(Protocol):
         since``, each once, oldest first. Every requested rep is a key."""
         ...
 
+    def visit_check_ins(self, visit_ids: list[str]) -> list[Event]:
+        """The stored ``visit`` events with these event ids (a check-out's check-in that is no
+        longer in memory); ids not stored contribute nothing."""
+        ...
+
     def visit_verifications(self, visit_ids: list[str]) -> dict[str, tuple[str, float | None]]:
         """The stored (status, distance_m) of those visits that have a row."""
         ...

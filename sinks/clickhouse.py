@@ -551,6 +551,18 @@ class ClickHouseHistory:
             found[rep_id].append(SALES_EVENT_ADAPTER.validate_json(payload))
         return found
 
+    def visit_check_ins(self, visit_ids: list[str]) -> list[Event]:
+        """See ``sinks.base.VisitHistory.visit_check_ins``: read by the primary key."""
+        if not visit_ids:
+            return []
+        rows = self._read(
+            "events",
+            f"SELECT payload FROM {self._database}.events FINAL "
+            "WHERE event_id IN (SELECT event_id FROM wanted_events) AND type = 'visit'",
+            external_tables=[_id_table("wanted_events", "event_id", visit_ids)],
+        )
+        return [SALES_EVENT_ADAPTER.validate_json(payload) for (payload,) in rows]
+
     def visit_verifications(self, visit_ids: list[str]) -> dict[str, tuple[str, float | None]]:
         """See ``sinks.base.VisitHistory.visit_verifications``."""
         if not visit_ids:

@@ -161,6 +161,10 @@ class InMemoryHistory:
                 found[event.rep_id].append(event)
         return found
 
+    def visit_check_ins(self, visit_ids: list[str]) -> list[Event]:
+        events = self._events()
+        return [events[v] for v in visit_ids if v in events and events[v].type == "visit"]
+
     def visit_verifications(self, visit_ids: list[str]) -> dict[str, tuple[str, float | None]]:
         stored = self._sink.stored_visits() if self._sink is not None else {}
         return {v: (stored[v].status, stored[v].distance_m) for v in visit_ids if v in stored}

@@ -239,24 +239,27 @@ class VisitPosition:
     occurred_at: datetime
     lat: float
     lon: float
+    # verified | out_of_range | unlocated, as the worker verified the visit (None: not known)
+    status: str | None = None
 
 
 def visit_positions(
     client: Client, database: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[VisitPosition]:
-    """Field visits that reported a position (``lat`` and ``lon`` in the event), each once, as
-    reported: nothing here says the rep was really there."""
+    """Field visits that reported a position (kept for SALESPULSE_VISIT_LOCATION_RETENTION_DAYS),
+    each once, with the worker's verification status, oldest first."""
     validate_database_name(database)
-    conditions, params = _moment_range("occurred_at", start, end)
-    conditions += ["type = 'visit'", "JSONHas(payload, 'lat')", "JSONHas(payload, 'lon')"]
+    conditions, params = _moment_range("checked_in_at", start, end)
+    conditions += ["check_in_missing = 0", "lat IS NOT NULL", "lon IS NOT NULL"]
     rows = client.execute(
-        "SELECT rep_id, occurred_at, JSONExtractFloat(payload, 'lat'), JSONExtractFloat(payload, 'lon') "
-        f"FROM {database}.events FINAL WHERE {' AND '.join(conditions)} ORDER BY occurred_at, event_id",
+        "SELECT rep_id, checked_in_at, lat, lon, status "
+        f"FROM (SELECT * FROM {database}.visits FINAL) WHERE {' AND '.join(conditions)} "
+        "ORDER BY checked_in_at, visit_id",
         params,
     )
     return [
-        VisitPosition(rep_id, occurred_at.replace(tzinfo=UTC), float(lat), float(lon))
-        for rep_id, occurred_at, lat, lon in rows
+        VisitPosition(rep_id, occurred_at.replace(tzinfo=UTC), float(lat), float(lon), status)
+        for rep_id, occurred_at, lat, lon, status in rows
     ]
 
 

@@ -308,12 +308,37 @@ class BatchProcessor:
         self._load_unseen_visit_books(self._visit_history, updates, accounts)
         for rep_id, parts in updates.items():
             self._visit_books[rep_id].apply(parts)
+        self._recall_check_ins(self._visit_history, updates)
         for rep_id in sorted(self._visit_books if accounts_changed else updates):
             book = self._visit_books[rep_id]
             outcome.sink_batch.visits.extend(visit_row(record, now) for record in book.changed(accounts))
             state = self._states.get((rep_id, EventKind.ACTIVITY))
             if state is not None and state.newest_event_at is not None:
                 book.forget_before(state.newest_event_at - self._late_grace)
+
+    def _recall_check_ins(self, history: VisitHistory, updates: dict[str, list[VisitPart]]) -> None:
+        """A check-out whose check-in left memory (older than the horizon) must complete the
+        stored visit, not replace it with an orphan row: its check-in is read back by id."""
+        wanted = {
+            part.visit_id: rep_id
+            for rep_id, parts in updates.items()
+            for part in parts
+            if isinstance(part, VisitCheckOutEvent)
+            and not self._visit_books[rep_id].has_check_in(part.visit_id)
+        }
+        if not wanted:
+            return
+        found = [e for e in history.visit_check_ins(sorted(wanted)) if wanted[e.event_id] == e.rep_id]
+        if not found:
+            return
+        verifications = history.visit_verifications([e.event_id for e in found])
+        for event in found:
+            book = self._visit_books[event.rep_id]
+            if isinstance(event, VisitEvent):
+                book.apply([event])
+            if event.event_id in verifications:
+                status, distance = verifications[event.event_id]
+                book.keep_verifications({event.event_id: Verification(VisitStatus(status), distance)})
 
     def _load_unseen_visit_books(
         self, history: VisitHistory, updates: dict[str, list[VisitPart]], accounts: Mapping[str, Account]

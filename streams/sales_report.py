@@ -708,12 +708,14 @@ def modes_timeline_svg(data: SalesReportData) -> str:
 def _visits_section(data: SalesReportData) -> str:
     if not data.visits:
         return _section("visits", "Field visits", "<p>No visit with a position in this period.</p>")
+    verified = sum(1 for v in data.visits if v.status == "verified")
+    out_of_range = sum(1 for v in data.visits if v.status == "out_of_range")
     return _section(
         "visits",
         "Field visits",
-        f"<p class='note'>{len(data.visits):,} visits with a position, as reported by the reps' "
-        "devices (not verified), by team. Longitude and latitude axes, no base map: the page must "
-        "open offline.</p>",
+        f"<p class='note'>{len(data.visits):,} visits with a position, by team: {verified:,} "
+        f"({verified / len(data.visits):.0%}) verified at the customer, {out_of_range:,} out of range "
+        "(crosses). Longitude and latitude axes, no base map: the page must open offline.</p>",
         _figure(visits_map_svg(data), "positions of field visits"),
     )
 
@@ -726,14 +728,19 @@ def visits_map_svg(data: SalesReportData) -> str:
     for visit in data.visits:
         by_team.setdefault(data.team_of(visit.rep_id), []).append(visit)
     for team, visits in sorted(by_team.items()):
+        colour = colours.get(team, "#7f7f7f")
+        on_site = [v for v in visits if v.status != "out_of_range"]
+        away = [v for v in visits if v.status == "out_of_range"]
         axes.scatter(
-            [v.lon for v in visits],
-            [v.lat for v in visits],
+            [v.lon for v in on_site],
+            [v.lat for v in on_site],
             s=9,
             alpha=0.6,
-            color=colours.get(team, "#7f7f7f"),
+            color=colour,
             label=f"{team} ({len(visits)})",
         )
+        if away:
+            axes.scatter([v.lon for v in away], [v.lat for v in away], s=22, marker="x", color=colour)
     mean_lat = sum(v.lat for v in data.visits) / len(data.visits)
     # Equal distances look equal at the visits' latitude.
     axes.set_aspect(1 / max(0.1, math.cos(math.radians(mean_lat))), adjustable="datalim")

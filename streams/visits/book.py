@@ -115,6 +115,9 @@ class VisitBook:
                 if known is None or (part.occurred_at, part.event_id) > (known.occurred_at, known.event_id):
                     self._check_outs[part.visit_id] = part
 
+    def has_check_in(self, visit_id: str) -> bool:
+        return visit_id in self._check_ins
+
     def keep_verifications(self, verifications: Mapping[str, Verification]) -> None:
         """Fix the verification of stored visits (read back when the book is rebuilt)."""
         for visit_id, verification in verifications.items():

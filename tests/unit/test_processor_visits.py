@@ -139,3 +139,23 @@ def test_without_a_visit_history_no_visit_rows_are_made() -> None:
     )
     batch = run(step, sink, [visit("v1", 0)], 0)
     assert batch.visits == [] and len(batch.events) == 1
+
+
+def test_a_check_out_of_a_visit_older_than_the_horizon_completes_it_instead_of_replacing_it() -> None:
+    sink = InMemorySink()
+    history = InMemoryHistory(sink)
+    history.set_accounts([HQ])
+    clock = Clock()
+    clock.now = T0 + timedelta(days=40)
+    step = processor(history, clock)
+    run(step, sink, [visit("v-old", 0)], 0)
+    # 36 days on: the old visit leaves memory; a new worker (after a restart) does not load it.
+    later = 36 * 24 * 60
+    run(step, sink, [visit("v-new", later)], 1)
+    assert step.visits_of("r1") is not None and not step.visits_of("r1").has_check_in("v-old")  # type: ignore[union-attr]
+    for worker in (step, processor(history, clock)):
+        rows = run(worker, sink, [check_out(f"c-{id(worker)}", "v-old", later - 60)], 2).visits
+        (row,) = [r for r in rows if r.visit_id == "v-old"]
+        assert (row.check_in_missing, row.status) == (False, "verified")
+        assert row.duration_s == (later - 60) * 60
+    assert not sink.stored_visits()["v-old"].check_in_missing

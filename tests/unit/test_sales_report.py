@@ -53,7 +53,11 @@ def _data(name: str = "Ada <b>Lovelace</b>", *, with_events: bool = True) -> Sal
         )
     ]
     modes = [ModeChange("rep-1", "developing", "developing on the rep record", at)]
-    visits = [VisitPosition("rep-2", at, 48.1, 11.5), VisitPosition("rep-1", at, 48.2, 11.6)]
+    visits = [
+        VisitPosition("rep-2", at, 48.1, 11.5, "verified"),
+        VisitPosition("rep-1", at, 48.2, 11.6, "out_of_range"),
+        VisitPosition("rep-1", at, 48.3, 11.7, "verified"),
+    ]
     return SalesReportData(
         window=window,
         reps=reps,
@@ -73,6 +77,7 @@ def test_the_page_is_self_contained_escaped_and_reproducible() -> None:
     assert "Ada &lt;b&gt;Lovelace&lt;/b&gt;" in page and "<b>Lovelace</b>" not in page
     assert "Team &lt;North&gt;" in page and "calls fell &lt;50%" in page
     assert '<meta charset="utf-8">' in page
+    assert "3 visits with a position, by team: 2 (67%) verified at the customer, 1 out of range" in page
 
 
 def test_sections_without_data_say_so_instead_of_drawing_an_empty_chart() -> None:
