@@ -99,6 +99,7 @@ def tokens_create(
 
     For a checkin token the rep's personal check-in link and its QR code are printed before it.
     """
+    from schemas.ingest import TokenScope
     from sinks.tokens import save_token
     from streams.ingest.tokens import new_token, parse_scopes
 
@@ -111,11 +112,11 @@ def tokens_create(
     with _token_store(settings) as (client, database):
         save_token(client, database, record, updated_at=datetime.now(UTC))
     console.print(f"created token {record.token_id} ({escape(record.name)}): {', '.join(record.scopes)}")
-    if record.rep_id is not None:
+    if TokenScope.CHECKIN in record.scopes:
         from streams.ingest.checkin import checkin_link
 
         link = checkin_link(settings.ingest_public_url, token)
-        out.print(f"check-in link for {escape(record.rep_id)} (open it on the phone; keep it private):")
+        out.print(f"check-in link for {escape(record.rep_id or '')} (open it on the phone; keep it private):")
         sys.stdout.write(link + "\n")
         _print_qr(link)
     console.print("the token is shown only now: store it where it is used")
