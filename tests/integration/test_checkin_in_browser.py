@@ -75,6 +75,23 @@ LAYOUT_JS = """() => ({
   }),
   names: Array.from(document.querySelectorAll('li .name')).map(n => n.textContent),
   lang: document.documentElement.lang,
+  contrast: Array.from(document.querySelectorAll('h1, h2, p, li div, button, #status')).filter(
+    e => e.textContent.trim() && e.getClientRects().length).map(e => {
+    const rgb = c => c.match(/[\d.]+/g).slice(0, 4).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    let node = e, bg = [255, 255, 255];
+    while (node && node.nodeType === 1) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length < 4 || c[3] > 0) { bg = c; break; }
+      node = node.parentElement;
+    }
+    const fg = lum(rgb(getComputedStyle(e).color)), back = lum(bg);
+    return {text: e.textContent.trim().slice(0, 30),
+            ratio: (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05)};
+  }),
 })"""
 
 
@@ -158,6 +175,9 @@ def test_a_rep_checks_in_from_a_phone_sized_browser(
     assert layout["lang"] == "en" and layout["scrollWidth"] <= 360, layout
     assert layout["names"] == ["Acme Paris", "Globex Louvre", "Initech La Défense"]  # 0, 3.2 and 5.7 km
     assert all(b["height"] >= 48 and b["label"] for b in layout["buttons"]), layout["buttons"]
+    # WCAG AA: text at least 4.5:1 against its background (disabled buttons included).
+    low = [c for c in layout["contrast"] if c["ratio"] < 4.5]
+    assert len(layout["contrast"]) > 10 and low == [], low
 
     def both_stored() -> list[tuple[Any, ...]] | None:
         rows = visits(settings)
