@@ -67,7 +67,7 @@ def visits(settings: Settings) -> list[tuple[Any, ...]]:
 
 
 # Layout facts a phone user depends on: no sideways scrolling, big enough buttons, labelled controls.
-LAYOUT_JS = """() => ({
+LAYOUT_JS = r"""() => ({
   scrollWidth: document.documentElement.scrollWidth,
   buttons: Array.from(document.querySelectorAll('button')).map(b => {
     const r = b.getBoundingClientRect();
