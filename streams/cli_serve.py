@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,14 @@ def serve(
 
     settings = _settings()
     try:
-        with running_pipeline(settings) as pipeline:
+        # Bound before anything starts: a taken port fails at once, not after the servers came up.
+        listener = socket.create_server((host, port))
+    except OSError as exc:
+        raise fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port", 2
+        ) from None
+    try:
+        with listener, running_pipeline(settings) as pipeline:
             try:
                 app = create_app(pipeline.settings, extra_routes=checkin_routes(pipeline.settings))
             except ValueError as exc:  # a broken webhook mapping file
@@ -73,7 +81,7 @@ def serve(
             config = uvicorn.Config(
                 app, host=host, port=port, log_config=None, lifespan="on", server_header=False
             )
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=[listener])
     except KeyboardInterrupt:
         console.print("stopped; everything started was shut down")
         raise typer.Exit(130) from None

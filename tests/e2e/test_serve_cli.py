@@ -147,3 +147,12 @@ def test_serve_tokens_and_a_second_terminal_on_the_same_home(cli: Cli, tmp_path:
     for log in (cli.home / "logs").glob("*.log"):
         assert token not in log.read_text(errors="replace"), log
     assert_nothing_left(cli.home, pids.values())
+
+
+def test_a_taken_port_fails_at_once_and_starts_nothing(cli: Cli) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = cli.run("serve", "--port", str(port), timeout=60)
+    assert result.returncode == 2, result.describe()
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert not (cli.home / "clickhouse").exists()  # no server was started
