@@ -393,7 +393,7 @@ async def readyz(request: Request) -> Response:
     return error_response(503, "the broker is not reachable", {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)})
 
 
-async def metrics(request: Request) -> Response:
+async def metrics_endpoint(request: Request) -> Response:
     context: IngestContext = request.app.state.context
     return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -439,7 +439,7 @@ def _token_loader(settings: Settings) -> Callable[[], list[TokenRecord]]:
 def create_app(
     settings: Settings,
     *,
-    metrics_: IngestMetrics | None = None,
+    metrics: IngestMetrics | None = None,
     token_loader: Callable[[], list[TokenRecord]] | None = None,
     extra_routes: list[Route] | None = None,
     clock: Callable[[], datetime] | None = None,
@@ -447,7 +447,7 @@ def create_app(
     """The ingest service for ``settings`` (pointing at live servers)."""
     context = IngestContext(
         settings=settings,
-        metrics=metrics_ if metrics_ is not None else IngestMetrics(),
+        metrics=metrics if metrics is not None else IngestMetrics(),
         tokens=TokenCache(token_loader or _token_loader(settings), settings.ingest_token_refresh_s),
         limiter=RateLimiter(settings.ingest_rate_per_s, settings.ingest_rate_burst, time.monotonic),
         producer=ProducerHolder(settings),
@@ -468,7 +468,7 @@ def create_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         Route("/v1/events", timed("events", post_events), methods=["POST"]),
