@@ -879,7 +879,7 @@ def kpis(
     for _, header in TABLE_COLUMNS:
         table.add_column(header, justify="right")
     for row in report.rows:
-        table.add_row(str(row[by.value]), *(_cell(key, row[key]) for key, _ in TABLE_COLUMNS))
+        table.add_row(str(row[by.value]), *(_cell(key, row.get(key)) for key, _ in TABLE_COLUMNS))
     out.print(table)
 
 

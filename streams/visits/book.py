@@ -39,7 +39,7 @@ from streams.visits.geo import (
     haversine_m,
     implied_speed_kmh,
     impossible_travel,
-    verify_position,
+    verify_at_account,
 )
 
 VisitPart = VisitEvent | VisitCheckOutEvent
@@ -168,9 +168,7 @@ class VisitBook:
             return fixed, radius
         if position is None or account is None or not account.located:
             return UNLOCATED, radius
-        verification = verify_position(
-            position.lat, position.lon, position.accuracy_m, account.lat, account.lon, account.geofence_m
-        )
+        verification = verify_at_account(account, position.lat, position.lon, position.accuracy_m)
         self._verified[visit_id] = verification
         return verification, radius
 

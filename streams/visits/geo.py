@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from schemas.accounts import Account
+
 # IUGG mean Earth radius R1 = (2a + b) / 3, in metres.
 EARTH_RADIUS_M = 6_371_008.8
 
@@ -73,6 +75,16 @@ def verify_position(
     if distance <= radius_m + accuracy_allowance_m(accuracy_m, radius_m):
         return Verification(VisitStatus.VERIFIED, distance)
     return Verification(VisitStatus.OUT_OF_RANGE, distance)
+
+
+def verify_at_account(
+    account: Account | None, lat: float | None, lon: float | None, accuracy_m: float | None
+) -> Verification:
+    """``verify_position`` against an account record (its geofence, or the default radius);
+    ``unlocated`` without an account."""
+    if account is None:
+        return UNLOCATED
+    return verify_position(lat, lon, accuracy_m, account.lat, account.lon, account.geofence_m)
 
 
 def implied_speed_kmh(distance_m: float, seconds: float) -> float:

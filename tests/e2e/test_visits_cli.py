@@ -111,6 +111,19 @@ def test_kpis_show_the_visit_figures_of_replayed_check_ins(cli: Cli, tmp_path: P
         ),
         visit_line("v3", "rep-2", "2026-03-02T10:00:00Z", "acc-3", None, "2026-03-02T11:00:00Z"),
         visit_line("v4", "rep-2", "2026-03-03T10:00:00Z", "acc-3", 47.0, "2026-03-03T10:30:00Z"),
+        # An open deal at acc-1 since the day before: v1 is a visit to an account with an open deal.
+        json.dumps(
+            {
+                "event_id": "d1",
+                "type": "deal_created",
+                "rep_id": "rep-1",
+                "occurred_at": "2026-03-01T12:00:00Z",
+                "deal_id": "D1",
+                "account_id": "acc-1",
+                "product": "pro",
+                "amount": "1000",
+            }
+        ),
     ]
     events = tmp_path / "visits.jsonl"
     events.write_text("\n".join(lines) + "\n")
@@ -132,12 +145,17 @@ def test_kpis_show_the_visit_figures_of_replayed_check_ins(cli: Cli, tmp_path: P
         "account_coverage",
         "time_in_field_hours",
         "avg_visit_minutes",
+        "visits_open_deal_accounts",
     )
     assert {rep: [got[rep][k] for k in wanted] for rep in got} == {
-        "rep-1": [2, 1, 1, 0, 0.5, 2, 0.5, 1.0, 30.0],
-        "rep-2": [2, 1, 0, 1, 0.5, 1, 1.0, 1.5, 45.0],
+        "rep-1": [2, 1, 1, 0, 0.5, 2, 0.5, 1.0, 30.0, 1],
+        "rep-2": [2, 1, 0, 1, 0.5, 1, 1.0, 1.5, 45.0, 0],
     }
     team = json.loads(cli.run("kpis", "--by", "team", "--format", "json").stdout)
     assert [(r["team"], r["visits_verified"], r["account_coverage"]) for r in team] == [("Field", 2, 0.6667)]
     table = cli.run("kpis")
     assert table.returncode == 0 and "verified" in table.stdout
+    # Deal groupings have no visit figures: the table shows them as "-".
+    by_product = cli.run("kpis", "--by", "product")
+    assert by_product.returncode == 0, by_product.describe()
+    assert "pro" in by_product.stdout

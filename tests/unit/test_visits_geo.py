@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from schemas.accounts import DEFAULT_RADIUS_M, Account
 from streams.visits.geo import (
     EARTH_RADIUS_M,
     VisitStatus,
@@ -16,6 +17,7 @@ from streams.visits.geo import (
     haversine_m,
     implied_speed_kmh,
     impossible_travel,
+    verify_at_account,
     verify_position,
 )
 
@@ -154,3 +156,17 @@ def test_impossible_travel() -> None:
     assert impossible_travel(5_000.0, 0.0, max_speed_kmh=130.0, slack_m=1_000.0)
     assert implied_speed_kmh(0.0, 0.0) == 0.0
     assert math.isinf(implied_speed_kmh(1.0, 0.0))
+
+
+def test_verification_against_an_account_record_uses_its_geofence_or_the_default() -> None:
+    fenced = Account(account_id="a", name="A", lat=48.0, lon=11.0, radius_m=100.0)
+    default = Account(account_id="b", name="B", lat=48.0, lon=11.0)
+    assert verify_at_account(fenced, *NORTH_111M, None).status is VisitStatus.OUT_OF_RANGE
+    assert (
+        DEFAULT_RADIUS_M > 112
+        and verify_at_account(default, *NORTH_111M, None).status is VisitStatus.VERIFIED
+    )
+    assert verify_at_account(None, *NORTH_111M, 5.0).status is VisitStatus.UNLOCATED
+    assert (
+        verify_at_account(Account(account_id="c", name="C"), *NORTH_111M, 5.0).status is VisitStatus.UNLOCATED
+    )
