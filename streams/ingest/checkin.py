@@ -40,7 +40,7 @@ from streams.ingest.service import (
     read_body,
     timed,
 )
-from streams.visits.geo import verify_position
+from streams.visits.geo import verify_at_account
 
 AccountsLoader = Callable[[str, set[str]], tuple[list[Account], dict[str, Account]]]
 
@@ -216,14 +216,7 @@ def checkin_routes(settings: Settings, loader: AccountsLoader | None = None) -> 
                 continue
             events.append(event)
             account = known.get(checkin.account_id)
-            verification = verify_position(
-                checkin.lat,
-                checkin.lon,
-                checkin.accuracy_m,
-                account.lat if account else None,
-                account.lon if account else None,
-                account.geofence_m if account else 0.0,
-            )
+            verification = verify_at_account(account, checkin.lat, checkin.lon, checkin.accuracy_m)
             results.append(
                 CheckInResult(
                     client_id=checkin.client_id,
