@@ -201,6 +201,60 @@ class Settings(BaseSettings):
         ),
     )
 
+    ingest_max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1_048_576)] = Field(
+        default=1_048_576,
+        description="Largest request body `salespulse serve` accepts (413 past it).",
+    )
+    ingest_max_events: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1000, description="Most events one ingest request may carry (413 past it)."
+    )
+    ingest_rate_per_s: Annotated[float, Field(gt=0, le=100_000)] = Field(
+        default=50.0, description="Requests per second one API token may make on average (429 past it)."
+    )
+    ingest_rate_burst: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=100, description="Requests one API token may make at once before its rate limit applies."
+    )
+    ingest_publish_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0,
+        description=(
+            "Longest an ingest request waits for the broker to acknowledge its events before it "
+            "answers 503 with Retry-After (the client retries; event ids make that harmless)."
+        ),
+    )
+    ingest_max_pending_events: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=50_000,
+        description=(
+            "Events the ingest service may have waiting for the broker at once; a request that "
+            "would go past it while others wait is answered 503 with Retry-After at once (the "
+            "producer buffer is full)."
+        ),
+    )
+    ingest_token_refresh_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0,
+        description="How often `serve` re-reads the API tokens: a revocation takes effect within this time.",
+    )
+    ingest_public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description=(
+            "The address phones and webhook senders reach `serve` at (behind your TLS proxy): the base "
+            "of check-in links, and the URI HubSpot signs."
+        ),
+    )
+    webhook_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory of webhook mapping files, one `<source>.yaml` per source (e.g. "
+            "deploy/webhooks/hubspot.yaml); unset: `POST /v1/webhooks/...` answers 404."
+        ),
+    )
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            'Shared secrets of the webhook sources as JSON, e.g. `{"hubspot": "..."}`; a source '
+            "without one is refused."
+        ),
+    )
+
     @model_validator(mode="after")
     def _ttl_outlasts_the_grace(self) -> Settings:
         # A redelivered event within the grace period is recognised as a duplicate by its stored

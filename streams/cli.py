@@ -112,6 +112,7 @@ def worker() -> None:
     with EmbeddedRuntime(settings) as runtime:
         live = live_settings(runtime)
         prepare_storage_and_topics(live)
+        runtime.note_pipeline(live, worker=True)
         faust_app = create_app(live)
         faust_worker = Worker(faust_app, loglevel=live.log_level, quiet=True, redirect_stdouts=False)
         # Faust's Worker ends the process with SystemExit; the runtime above still stops cleanly.
@@ -157,7 +158,8 @@ def demo(
     options = DemoOptions(reps, teams, territories, days, rate, duration, seed, fading, run_tag=not embedded)
     console.print(f"starting the pipeline (data in {settings.home.resolve()}) ...")
     try:
-        with running_pipeline(settings, with_worker=None, reset_database=embedded) as pipeline:
+        # attach=False: the demo resets its database, so it never shares another command's servers.
+        with running_pipeline(settings, with_worker=None, reset_database=embedded, attach=False) as pipeline:
             if pipeline.worker is None:
                 console.print("[yellow]external broker: events go to the workers of your deployment[/]")
             snapshot = asyncio.run(run_demo(pipeline.settings, options, out))
@@ -905,6 +907,11 @@ from streams.cli_report import report  # noqa: E402
 app.command()(report)
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(dlq_app, name="dlq")
+
+from streams.cli_serve import serve, tokens_app  # noqa: E402
+
+app.command()(serve)
+app.add_typer(tokens_app, name="tokens")
 
 
 # -------------------------------------------------------------------------------------- backtest

@@ -430,3 +430,63 @@ class PipelineMetrics:
         self._alert_latency.observe_many(
             max((sent_at - occurred_at).total_seconds(), 0.0) for occurred_at in event_times
         )
+
+
+# Request duration of the ingest service: most answers wait for the broker's acknowledgement.
+INGEST_SECONDS_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+)  # fmt: skip
+
+
+class IngestMetrics:
+    """The metrics of ``salespulse serve``, on ``/metrics`` of the service itself.
+
+    Labels are bounded: endpoints are the service's handful, statuses are HTTP codes, reasons are
+    the dead-letter reasons (an enum); no token, rep or source names.
+    """
+
+    ENDPOINTS = ("events", "webhooks", "checkins", "accounts")
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else worker_registry()
+        r = self.registry
+        self._requests = Counter(
+            "salespulse_ingest_requests",
+            "Ingest requests answered, by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self._accepted = Counter(
+            "salespulse_ingest_events_accepted",
+            "Events accepted over HTTP and acknowledged by the broker, by endpoint.",
+            ["endpoint"],
+            registry=r,
+        )
+        self._rejected = Counter(
+            "salespulse_ingest_events_rejected",
+            "Events rejected over HTTP (and dead-lettered), by endpoint and reason.",
+            ["endpoint", "reason"],
+            registry=r,
+        )
+        self._seconds = Histogram(
+            "salespulse_ingest_request_seconds",
+            "Time to answer an ingest request, acknowledgement by the broker included, by endpoint.",
+            ["endpoint"],
+            buckets=INGEST_SECONDS_BUCKETS,
+            registry=r,
+        )
+        for endpoint in self.ENDPOINTS:
+            self._accepted.labels(endpoint)
+            self._seconds.labels(endpoint)
+            for reason in DeadLetterReason:
+                self._rejected.labels(endpoint, reason.value)
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        self._requests.labels(endpoint, str(status)).inc()
+        self._seconds.labels(endpoint).observe(seconds)
+
+    def events(self, endpoint: str, *, accepted: int, rejected_reasons: Iterable[str]) -> None:
+        if accepted:
+            self._accepted.labels(endpoint).inc(accepted)
+        for reason, count in Tally(rejected_reasons).items():
+            self._rejected.labels(endpoint, reason).inc(count)

@@ -41,8 +41,10 @@ class RunningPipeline:
 
     @property
     def self_contained(self) -> bool:
-        """True when this process started the broker, so nobody else consumes unless we do."""
-        return self.runtime.started_broker
+        """True when a worker of this home's embedded runtime consumes what we publish (one this
+        process started, or the worker of the running runtime it attached to), so a command can wait
+        until everything is stored."""
+        return self.runtime.started_broker or (self.runtime.attached and self.runtime.worker_running)
 
 
 def prepare_storage_and_topics(settings: Settings, *, reset_database: bool = False) -> None:
@@ -72,7 +74,7 @@ def prepare_storage_and_topics(settings: Settings, *, reset_database: bool = Fal
 def live_settings(runtime: EmbeddedRuntime) -> Settings:
     """Settings for clients in this process, pointing at the live servers."""
     live = runtime.settings_for_children()
-    if runtime.started_broker:
+    if runtime.embedded_broker:
         timings = {
             key.removeprefix("SALESPULSE_").lower(): float(v) for key, v in EMBEDDED_GROUP_TIMINGS.items()
         }
@@ -82,7 +84,7 @@ def live_settings(runtime: EmbeddedRuntime) -> Settings:
 
 def worker_env(runtime: EmbeddedRuntime) -> dict[str, str]:
     env = runtime.child_env()
-    if runtime.started_broker:
+    if runtime.embedded_broker:
         env.update(EMBEDDED_GROUP_TIMINGS)
         env["SALESPULSE_KAFKA_EMBEDDED_COMPAT"] = "1"
     return env
@@ -113,14 +115,20 @@ def pipeline_env(settings: Settings) -> dict[str, str]:
 
 @contextmanager
 def running_pipeline(
-    settings: Settings, *, with_worker: bool | None = None, reset_database: bool = False
+    settings: Settings,
+    *,
+    with_worker: bool | None = None,
+    reset_database: bool = False,
+    attach: bool = True,
 ) -> Iterator[RunningPipeline]:
     """Servers, schema and topics ready; a worker running when this process owns the broker.
 
-    ``with_worker`` forces the choice; by default a worker is started only on the embedded broker.
+    ``with_worker`` forces the choice; by default a worker is started only on the embedded broker,
+    and not when this process attached to the running runtime of its home (whose worker consumes).
+    ``attach=False`` fails instead of attaching (see :class:`EmbeddedRuntime`).
     """
     with ExitStack() as stack:
-        runtime = stack.enter_context(EmbeddedRuntime(settings))
+        runtime = stack.enter_context(EmbeddedRuntime(settings, attach=attach))
         live = live_settings(runtime)
         prepare_storage_and_topics(live, reset_database=reset_database)
         start = runtime.started_broker if with_worker is None else with_worker
@@ -132,6 +140,7 @@ def running_pipeline(
                 # and its pid is listed in runtime.json with the servers', so whoever inspects a
                 # running home sees every child started for it (before, the worker was missing).
                 runtime.manage(worker)
+                runtime.note_pipeline(live)
             else:
                 # Nothing embedded: the runtime owns no home and no runtime.json to list it in.
                 stack.callback(worker.stop)

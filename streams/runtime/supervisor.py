@@ -12,7 +12,13 @@ block's exit stops everything in order.
 
 Layout of ``settings.home``: ``clickhouse/`` (ClickHouse data, kept between runs), ``logs/`` (one
 log per child, appended), ``runtime.json`` (endpoints and pids, only while running) and
-``runtime.lock`` (held while running; it is what makes a second runtime on the same home fail).
+``runtime.lock`` (held while running).
+
+One home, one runtime: a second process on a home whose runtime is running *attaches* to it (the
+embedded servers are shared, nothing more is started, and its stop stops nothing), so `kpis` or
+`import` in a second terminal use the servers of a running `serve`, `demo` or `worker`. Commands
+that must own their servers (the demo resets its database) pass ``attach=False`` and fail with
+:class:`HomeInUseError` instead.
 """
 
 from __future__ import annotations
@@ -62,7 +68,11 @@ class RuntimeStartError(RuntimeError):
 
 
 class HomeInUseError(RuntimeStartError):
-    """Another live salespulse runtime owns this home directory."""
+    """Another live salespulse runtime owns this home directory (and cannot be attached to)."""
+
+
+# What an attaching process waits for a starting owner to write its runtime.json.
+ATTACH_WAIT_SECONDS = 60.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,8 +439,12 @@ class EmbeddedRuntime:
         start_timeout: float = 60.0,
         handle_signals: bool = True,
         need_broker: bool = True,
+        attach: bool = True,
     ) -> None:
         self.settings = settings
+        # attach=False: fail with HomeInUseError when another process runs this home's runtime.
+        self.attach = attach
+        self._owner: dict[str, Any] | None = None
         # Commands that only read or migrate ClickHouse pass need_broker=False: no broker starts
         # and kafka_bootstrap stays as configured (possibly None).
         self.need_broker = need_broker
@@ -446,17 +460,52 @@ class EmbeddedRuntime:
         self._running = False
         self._stopping = False
         self._started_at: datetime | None = None
+        self._pipeline: dict[str, str] | None = None
+        self._worker_noted = False
 
     # -- what it needs to start ---------------------------------------------------------------
 
     @property
+    def attached(self) -> bool:
+        """True when another process runs this home's servers and this runtime only uses them."""
+        return self._owner is not None
+
+    @property
     def started_broker(self) -> bool:
-        """True when this runtime runs the broker (and so Tansu's quirks apply to clients)."""
-        return self.need_broker and self.settings.kafka_bootstrap is None
+        """True when this runtime runs the broker itself."""
+        return self.need_broker and self.settings.kafka_bootstrap is None and not self.attached
 
     @property
     def started_clickhouse(self) -> bool:
-        return self.settings.clickhouse_host is None
+        return self.settings.clickhouse_host is None and not self.attached
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when clients talk to the embedded broker, started here or by the process attached to
+        (so Tansu's quirks apply to them)."""
+        return self.need_broker and self.settings.kafka_bootstrap is None
+
+    @property
+    def worker_running(self) -> bool:
+        """True when a worker consumes for this runtime: one this process started, or the attached
+        owner's (its runtime.json says so)."""
+        if self._owner is not None:
+            return bool(self._owner.get("worker")) or any(
+                name.startswith("worker") for name in self._owner.get("processes", {})
+            )
+        return any(process.name.startswith("worker") for process in self._managed) or self._worker_noted
+
+    def note_pipeline(self, settings: Settings, *, worker: bool = False) -> None:
+        """Record in runtime.json which database, topics and group this runtime's pipeline uses (and,
+        with ``worker``, that this process runs a worker itself), for processes that attach to it."""
+        self._pipeline = {
+            "clickhouse_database": settings.clickhouse_database,
+            "topic_prefix": settings.topic_prefix,
+            "consumer_group": settings.consumer_group,
+        }
+        self._worker_noted = self._worker_noted or worker
+        if self._running and self._home_lock is not None:
+            self._write_runtime_file()
 
     @property
     def clickhouse_dir(self) -> Path:
@@ -472,12 +521,16 @@ class EmbeddedRuntime:
     def kafka_bootstrap(self) -> str | None:
         if self.settings.kafka_bootstrap is not None or not self.need_broker:
             return self.settings.kafka_bootstrap
+        if self._owner is not None:
+            return str(self._owner["kafka_bootstrap"])
         return self._require(self._broker, "broker").bootstrap
 
     @property
     def clickhouse_host(self) -> str:
         if self.settings.clickhouse_host is not None:
             return self.settings.clickhouse_host
+        if self._owner is not None:
+            return str(self._owner["clickhouse"]["host"])
         self._require(self._clickhouse_endpoint, "ClickHouse")
         return LISTEN_HOST
 
@@ -485,6 +538,8 @@ class EmbeddedRuntime:
     def clickhouse_port(self) -> int:
         if self.settings.clickhouse_host is not None:
             return self.settings.clickhouse_port
+        if self._owner is not None:
+            return int(self._owner["clickhouse"]["tcp_port"])
         return self._require(self._clickhouse_endpoint, "ClickHouse").tcp_port
 
     def _require(self, value: _T | None, what: str) -> _T:
@@ -500,15 +555,21 @@ class EmbeddedRuntime:
         With the embedded broker it also turns on ``kafka_embedded_compat`` (the client-side fix
         for the broker's wrong end offsets, :mod:`streams.runtime.kafka_compat`).
         """
-        return self.settings.model_copy(
-            update={
-                "home": self.home,
-                "kafka_bootstrap": self.kafka_bootstrap,
-                "clickhouse_host": self.clickhouse_host,
-                "clickhouse_port": self.clickhouse_port,
-                "kafka_embedded_compat": self.settings.kafka_embedded_compat or self.started_broker,
-            }
-        )
+        update: dict[str, Any] = {
+            "home": self.home,
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "clickhouse_host": self.clickhouse_host,
+            "clickhouse_port": self.clickhouse_port,
+            "kafka_embedded_compat": self.settings.kafka_embedded_compat or self.embedded_broker,
+        }
+        if self._owner is not None:
+            # The owner's pipeline (database, topics, group) unless this process's settings name
+            # their own: `kpis` next to a running demo shows the demo's numbers.
+            pipeline = self._owner.get("pipeline") or {}
+            for key in ("clickhouse_database", "topic_prefix", "consumer_group"):
+                if key in pipeline and key not in self.settings.model_fields_set:
+                    update[key] = pipeline[key]
+        return self.settings.model_copy(update=update)
 
     def child_env(self) -> dict[str, str]:
         """``os.environ`` plus :meth:`settings_for_children`'s endpoints as ``SALESPULSE_*`` variables."""
@@ -556,7 +617,15 @@ class EmbeddedRuntime:
             self._running = True
             return self
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._home_lock = _HomeLock(self.home)
+        try:
+            self._home_lock = _HomeLock(self.home)
+        except HomeInUseError:
+            if not self.attach:
+                raise
+            self._owner = self._running_owner()
+            self._running = True
+            log.info("using the embedded runtime of pid %s (home %s)", self._owner.get("pid"), self.home)
+            return self
         self._running = True
         self._stopping = False
         self._started_at = datetime.now(UTC)
@@ -643,8 +712,37 @@ class EmbeddedRuntime:
             client.disconnect()
         return endpoint
 
+    def _running_owner(self) -> dict[str, Any]:
+        """The runtime.json of the process holding the home lock, once it is complete and serves what
+        this runtime needs; HomeInUseError when it does not (or never becomes ready)."""
+        deadline = time.monotonic() + min(self.start_timeout, ATTACH_WAIT_SECONDS)
+        while True:
+            owner = read_runtime_file(self.home)
+            pid = owner.get("pid") if owner else None
+            if owner is not None and isinstance(pid, int) and pid_alive(pid):
+                break
+            if time.monotonic() > deadline:
+                raise HomeInUseError(_home_in_use_message(self.home))
+            time.sleep(0.1)
+        missing = []
+        if self.need_broker and self.settings.kafka_bootstrap is None and not owner.get("kafka_bootstrap"):
+            missing.append("a broker")
+        if self.settings.clickhouse_host is None and not (owner.get("clickhouse") or {}).get("tcp_port"):
+            missing.append("ClickHouse")
+        if missing:
+            raise HomeInUseError(
+                _home_in_use_message(self.home)
+                + f" It runs without {' and '.join(missing)}, which this command needs: wait until it ends."
+            )
+        return owner
+
     def stop(self) -> None:
         """Stop managed children (latest first), then the servers; idempotent."""
+        if self._owner is not None:
+            # Attached: the servers are the owner's; only forget them.
+            self._owner = None
+            self._running = False
+            return
         if not self._running or self._stopping:
             return
         self._stopping = True
@@ -694,5 +792,7 @@ class EmbeddedRuntime:
                     "http_port": endpoint.http_port if endpoint else None,
                 },
                 "processes": {name: p.pid for name, p in self.processes.items()},
+                "pipeline": self._pipeline,
+                "worker": self._worker_noted,
             },
         )

@@ -37,7 +37,7 @@ TEST_ENVIRONMENT = {
     "GRAFANA_ADMIN_PASSWORD": "also-s3cret",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
-LONG_RUNNING = {"kafka", "clickhouse", "worker", "prometheus", "alertmanager", "grafana"}
+LONG_RUNNING = {"kafka", "clickhouse", "worker", "ingest", "prometheus", "alertmanager", "grafana"}
 
 
 # --- interpolation, as the Compose Specification defines it (12-interpolation.md) ----------------
@@ -344,11 +344,16 @@ def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
         assert services[name]["image"].startswith(prefix), name
 
 
-def test_only_grafana_is_published_and_on_loopback_by_default(services: dict[str, dict[str, Any]]) -> None:
+def test_only_grafana_and_ingest_are_published_and_on_loopback_by_default(
+    services: dict[str, dict[str, Any]],
+) -> None:
     published = {name for name, service in services.items() if service.get("ports")}
-    assert published == {"grafana"}
+    assert published == {"grafana", "ingest"}
     raw_ports = raw_compose()["services"]["grafana"]["ports"]
     assert interpolate(raw_ports, TEST_ENVIRONMENT) == ["127.0.0.1:3000:3000"]
+    assert interpolate(raw_compose()["services"]["ingest"]["ports"], TEST_ENVIRONMENT) == [
+        "127.0.0.1:8080:8080"
+    ]
     for service in services.values():
         assert "network_mode" not in service and not service.get("privileged")
 
@@ -381,3 +386,18 @@ def test_workers_serve_metrics_where_prometheus_scrapes(services: dict[str, dict
     assert str(job["dns_sd_configs"][0]["port"]) == port
     assert f"127.0.0.1:{port}/metrics" in " ".join(services["worker"]["healthcheck"]["test"])
     assert int(services["worker"]["deploy"]["replicas"]) >= 2
+
+
+def test_ingest_serves_on_all_interfaces_of_the_stack_and_prometheus_scrapes_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    ingest = services["ingest"]
+    assert ingest["command"] == ["serve", "--host", "0.0.0.0", "--port", "8080"]
+    assert ingest["depends_on"].keys() == {"kafka", "clickhouse", "migrate"}
+    assert "127.0.0.1:8080/readyz" in " ".join(ingest["healthcheck"]["test"])
+    assert environment_of(ingest)["SALESPULSE_WEBHOOK_DIR"] == "/etc/salespulse/webhooks"
+    config = yaml.safe_load(
+        (REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8")
+    )
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == "salespulse-ingest")
+    assert job["dns_sd_configs"][0]["names"] == ["ingest"] and job["dns_sd_configs"][0]["port"] == 8080

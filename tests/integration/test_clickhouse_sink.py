@@ -48,6 +48,7 @@ TABLES = [
     "dead_letters",
     "deals",
     "events",
+    "ingest_tokens",
     "rep_daily_activity",
     "rep_modes",
     "reps",
@@ -147,6 +148,7 @@ def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
         (11, "activity_hourly"),
         (12, "accounts"),
         (13, "visits"),
+        (20, "ingest_tokens"),
     ]
     for migration in migrations:
         assert "{database}." in migration.sql
@@ -182,6 +184,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (11, "activity_hourly"),
         (12, "accounts"),
         (13, "visits"),
+        (20, "ingest_tokens"),
     ]
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
@@ -202,6 +205,7 @@ def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database:
         (11, "activity_hourly"),
         (12, "accounts"),
         (13, "visits"),
+        (20, "ingest_tokens"),
     ]
 
 

@@ -212,10 +212,80 @@ def test_clickhouse_data_persists_across_restart(tmp_path: Path, kafka_bootstrap
 # --------------------------------------------------------------------------------------------
 
 
-def test_second_runtime_on_the_same_home_fails_clearly(runtime: EmbeddedRuntime) -> None:
+def test_a_second_runtime_on_the_same_home_attaches_to_the_first(runtime: EmbeddedRuntime) -> None:
+    """`kpis` or `import` in a second terminal use the servers of a running `serve` or `worker`:
+    nothing more starts, the endpoints are the first runtime's, and stopping stops nothing."""
+    if not (runtime.started_broker and runtime.started_clickhouse):
+        pytest.skip("with external servers the runtime owns no home")
+    processes_before = {name: p.pid for name, p in runtime.processes.items()}
+    with EmbeddedRuntime(runtime.settings, handle_signals=False) as second:
+        assert second.attached and not second.started_broker and not second.started_clickhouse
+        assert second.embedded_broker
+        assert second.kafka_bootstrap == runtime.kafka_bootstrap
+        assert (second.clickhouse_host, second.clickhouse_port) == (
+            runtime.clickhouse_host,
+            runtime.clickhouse_port,
+        )
+        children = second.settings_for_children()
+        assert children.kafka_embedded_compat and children.kafka_bootstrap == runtime.kafka_bootstrap
+        assert query(second, "SELECT 1") == [(1,)]
+        assert second.processes == {}
+    assert {name: p.pid for name, p in runtime.processes.items()} == processes_before
+    assert all(process.is_running() for process in runtime.processes.values())
+    owner = read_runtime_file(runtime.home)
+    assert owner is not None and owner["pid"] == os.getpid()
+
+
+def test_an_attached_command_uses_the_owners_pipeline_unless_it_names_its_own(
+    runtime: EmbeddedRuntime, tmp_path: Path
+) -> None:
+    """`kpis` next to a running demo reads the demo's database; one that sets its own keeps it. An
+    owner that runs no broker cannot serve a command that needs one: that fails clearly."""
+    if not (runtime.started_broker and runtime.started_clickhouse):
+        pytest.skip("with external servers the runtime owns no home")
+    import json
+
+    from streams.runtime.supervisor import LOCK_FILE, HomeInUseError, _HomeLock
+
+    home = tmp_path.resolve()
+    owner = {
+        "pid": os.getpid(),
+        "kafka_bootstrap": None,
+        "clickhouse": {
+            "host": runtime.clickhouse_host,
+            "tcp_port": runtime.clickhouse_port,
+            "http_port": None,
+        },
+        "processes": {},
+        "pipeline": {
+            "clickhouse_database": "salespulse_demo",
+            "topic_prefix": "demo.",
+            "consumer_group": "g",
+        },
+        "worker": False,
+    }
+    lock = _HomeLock(home)  # this process plays the owner
+    try:
+        (home / RUNTIME_FILE).write_text(json.dumps(owner), encoding="utf-8")
+        with EmbeddedRuntime(Settings(home=home), need_broker=False, handle_signals=False) as attached:
+            adopted = attached.settings_for_children()
+            assert attached.attached and not attached.worker_running
+            assert (adopted.clickhouse_database, adopted.topic_prefix) == ("salespulse_demo", "demo.")
+            assert adopted.clickhouse_port == runtime.clickhouse_port
+        mine = Settings(home=home, clickhouse_database="mine")
+        with EmbeddedRuntime(mine, need_broker=False, handle_signals=False) as attached:
+            assert attached.settings_for_children().clickhouse_database == "mine"
+        with pytest.raises(HomeInUseError, match="without a broker"):
+            EmbeddedRuntime(Settings(home=home), handle_signals=False).start()
+    finally:
+        lock.release()
+    assert (home / LOCK_FILE).exists() and (home / RUNTIME_FILE).exists()  # an attached stop removes nothing
+
+
+def test_a_runtime_that_must_own_its_home_fails_clearly_when_another_runs(runtime: EmbeddedRuntime) -> None:
     if not (runtime.started_broker or runtime.started_clickhouse):
         pytest.skip("with both servers external the runtime owns no home")
-    second = EmbeddedRuntime(runtime.settings, handle_signals=False)
+    second = EmbeddedRuntime(runtime.settings, handle_signals=False, attach=False)
     with pytest.raises(HomeInUseError) as failure:
         second.start()
     message = str(failure.value)
