@@ -26,6 +26,7 @@ from schemas.wire import Event, event_to_json
 from sinks.base import DailyActivityRow, DealRow, IngestedEvent, RepHistoryEntry, SinkBatch, VisitRow
 from sinks.errors import ClickHouseUnreachableError, HistoryReadError, SinkError
 from sinks.migrate import validate_database_name
+from sinks.queries import ACCOUNT_SELECT, account_from_row
 
 logger = logging.getLogger(__name__)
 
@@ -517,21 +518,9 @@ class ClickHouseHistory:
         """See ``sinks.base.VisitHistory.accounts``."""
         rows = self._read(
             "accounts",
-            "SELECT account_id, name, lat, lon, radius_m, segment, owner_rep_id "
-            f"FROM {self._database}.accounts FINAL",
+            ACCOUNT_SELECT.format(database=self._database),
         )
-        return {
-            account_id: Account(
-                account_id=account_id,
-                name=name,
-                lat=lat,
-                lon=lon,
-                radius_m=radius_m,
-                segment=segment,
-                owner_rep_id=owner_rep_id,
-            )
-            for account_id, name, lat, lon, radius_m, segment, owner_rep_id in rows
-        }
+        return {row[0]: account_from_row(row) for row in rows}
 
     def rep_visit_events(self, rep_ids: list[str], since: datetime) -> dict[str, list[Event]]:
         """See ``sinks.base.VisitHistory.rep_visit_events``."""

@@ -263,12 +263,12 @@ def visit_positions(
     ]
 
 
-_ACCOUNT_SELECT = (
+ACCOUNT_SELECT = (
     "SELECT account_id, name, lat, lon, radius_m, segment, owner_rep_id FROM {database}.accounts FINAL"
 )
 
 
-def _account(row: tuple[Any, ...]) -> Account:
+def account_from_row(row: tuple[Any, ...]) -> Account:
     account_id, name, lat, lon, radius_m, segment, owner_rep_id = row
     return Account(
         account_id=account_id,
@@ -284,8 +284,8 @@ def _account(row: tuple[Any, ...]) -> Account:
 def stored_accounts(client: Client, database: str) -> dict[str, Account]:
     """The current record of every account (``salespulse import accounts``), by account_id."""
     validate_database_name(database)
-    rows = client.execute(_ACCOUNT_SELECT.format(database=database))
-    return {row[0]: _account(row) for row in rows}
+    rows = client.execute(ACCOUNT_SELECT.format(database=database))
+    return {row[0]: account_from_row(row) for row in rows}
 
 
 def assigned_accounts(client: Client, database: str, rep_id: str) -> list[Account]:
@@ -293,11 +293,11 @@ def assigned_accounts(client: Client, database: str, rep_id: str) -> list[Accoun
     validate_database_name(database)
     # Filtered outside FINAL: an account's newest record decides its owner, not any older one.
     rows = client.execute(
-        f"SELECT * FROM ({_ACCOUNT_SELECT.format(database=database)}) "
+        f"SELECT * FROM ({ACCOUNT_SELECT.format(database=database)}) "
         "WHERE owner_rep_id = %(rep_id)s ORDER BY account_id",
         {"rep_id": rep_id},
     )
-    return [_account(row) for row in rows]
+    return [account_from_row(row) for row in rows]
 
 
 def stored_visits(
