@@ -824,6 +824,10 @@ from streams.cli_report import report  # noqa: E402
 
 app.command()(report)
 app.add_typer(dashboards_app, name="dashboards")
+
+from streams.cli_bench import bench  # noqa: E402
+
+app.command()(bench)
 app.add_typer(dlq_app, name="dlq")
 
 
