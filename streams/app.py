@@ -202,9 +202,10 @@ def create_app(
     if settings.kafka_bootstrap is None:
         raise ValueError("create_app needs settings.kafka_bootstrap; start the embedded runtime first")
     if settings.kafka_embedded_compat:
-        from streams.runtime.kafka_compat import install_end_offsets_fix
+        from streams.runtime.kafka_compat import install_end_offsets_fix, install_fetch_wait_cap
 
         install_end_offsets_fix()
+        install_fetch_wait_cap()
 
     topics = settings.topics
     app = faust.App(
