@@ -34,6 +34,9 @@ def bench(
     latency_seconds: Annotated[
         float, typer.Option(min=0, max=3600, help="Length of the latency phase (0: skip it).")
     ] = 20.0,
+    alert_interval: Annotated[
+        float, typer.Option(min=0.05, max=60, help="Alerter tick (seconds) during the latency phase.")
+    ] = 0.25,
     offline_workers: Annotated[
         int, typer.Option(min=0, max=64, help="Processes of the offline replay (default: every core).")
     ] = 0,
@@ -82,6 +85,7 @@ def bench(
         sales_reps=sales_reps,
         latency_rate=latency_rate,
         latency_seconds=latency_seconds,
+        alert_interval_s=alert_interval,
         offline_workers=offline_workers or os.cpu_count() or 1,
         peer=peer,
         workdir=workdir,
@@ -137,7 +141,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"(max {_num(latency['event_to_kpi_max'])} ms, "
             f"{latency['visible']:,}/{latency['events']:,} seen, "
             f"polled every {latency['poll_interval_ms']:.0f} ms); "
-            f"event to alert: {latency['event_to_alert_note']}"
+            f"event to alert p50 {_num(latency['event_to_alert_p50'])} ms, "
+            f"p99 {_num(latency['event_to_alert_p99'])} ms (max {_num(latency['event_to_alert_max'])} ms, "
+            f"{latency['alerts_seen']}/{latency['alert_probes']} alerts, "
+            f"alerter ticking every {latency['alert_interval_ms']:.0f} ms)"
         )
     memory = report["memory"]
     out.print(

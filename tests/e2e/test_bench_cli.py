@@ -71,6 +71,10 @@ def test_bench_smoke_measures_every_path_over_the_same_events(cli: Cli) -> None:
     assert latency["events"] == 1000
     assert latency["visible"] == latency["events"]
     assert 0 < latency["event_to_kpi_p50"] <= latency["event_to_kpi_p99"] <= latency["event_to_kpi_max"]
+    # Every alert probe's lost deal raised its pipeline_coverage_low alert through the real alerter.
+    assert latency["alert_probes"] > 0
+    assert latency["alerts_seen"] == latency["alert_probes"]
+    assert 0 < latency["event_to_alert_p50"] <= latency["event_to_alert_p99"] <= latency["event_to_alert_max"]
     memory = report["memory"]
     assert memory["active_reps"] == report["workload"]["reps"]
     assert memory["kpi_state_bytes_per_rep"] > 0
