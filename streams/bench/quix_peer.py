@@ -8,8 +8,13 @@ same messages (a JSON array of one rep's events, or one event) but does not vali
 the contract, deduplicate them or write them anywhere: less work than salespulse does, so a
 comparison with it is conservative.
 
-This file is self-contained on purpose: it runs in its own virtual environment (quixstreams pins
-an older pydantic than salespulse does) and imports nothing of salespulse.
+With ``--contract SOURCE_ROOT`` it validates every message as salespulse does instead, with
+salespulse's own boundary (``schemas.wire.decode_message``: the event contract, the key check),
+and counts the validated events: the same work per event as salespulse's decode, for an
+apples-to-apples view of what the framework costs.
+
+This file runs in its own virtual environment (quixstreams pins an older pydantic than salespulse
+does) and imports nothing of salespulse, except ``schemas`` (pure pydantic) with ``--contract``.
 
     python quix_peer.py --bootstrap HOST:PORT --topic T [--topic T] --expect N --out RESULT.json
 """
@@ -39,7 +44,8 @@ def peak_rss_mib() -> float | None:
 
 
 class KpiJob:
-    def __init__(self, expect: int, stop: Any) -> None:
+    def __init__(self, expect: int, stop: Any, decode: Any = None) -> None:
+        self.decode = decode
         self.expect = expect
         self.stop = stop
         self.events = 0
@@ -53,18 +59,28 @@ class KpiJob:
         if self.first_seen is None:
             self.first_seen = time.perf_counter()
         rep_id = key.decode() if isinstance(key, bytes) else str(key)
-        items = value if isinstance(value, list) else [value]
+        if self.decode is not None:
+            items = self.decode(key, value)
+        else:
+            raw = value if isinstance(value, list) else [value]
+            items = [
+                (
+                    item["type"],
+                    datetime.fromisoformat(item["occurred_at"]).astimezone(UTC),
+                    item.get("outcome"),
+                )
+                for item in raw
+            ]
         days: dict[str, dict[str, int]] = state.get("days", {})
         newest: str | None = state.get("newest")
         changed: dict[tuple[str, str], int] = {}
-        for item in items:
-            occurred = datetime.fromisoformat(item["occurred_at"]).astimezone(UTC)
+        for event_type, occurred, outcome in items:
             if newest is None or occurred.isoformat() > newest:
                 newest = occurred.isoformat()
             day = occurred.date().isoformat()
             per_day = days.setdefault(day, {})
-            counters = [item["type"]]
-            if item["type"] == "call" and item.get("outcome") == "connected":
+            counters = [event_type]
+            if event_type == "call" and outcome == "connected":
                 counters.append("call_connected")
             for counter in counters:
                 per_day[counter] = per_day.get(counter, 0) + 1
@@ -84,6 +100,23 @@ class KpiJob:
             self.stop()
 
 
+def contract_decoder(source_root: Path) -> Any:
+    """Raw message -> the JSON objects of its valid events, through salespulse's own boundary."""
+    import sys
+
+    sys.path.insert(0, str(source_root))
+    from schemas.wire import MessageOrigin, decode_message
+
+    origin = MessageOrigin("quix-peer")
+    now = datetime.now(UTC)
+
+    def decode(key: bytes, value: bytes) -> list[tuple[str, datetime, str | None]]:
+        decoded = decode_message(key, value, origin, now)
+        return [(e.type, e.occurred_at, e.__dict__.get("outcome")) for e in decoded.events]
+
+    return decode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bootstrap", required=True)
@@ -91,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--group", default="salespulse-bench-quix")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--contract", type=Path, help="salespulse's source root: validate as salespulse does")
     args = parser.parse_args(argv)
+    decode = contract_decoder(args.contract) if args.contract else None
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="quix-state-") as state_dir:
         app = Application(
@@ -104,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             # The embedded broker makes a group join wait about half the session timeout.
             consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
         )
-        job = KpiJob(args.expect, app.stop)
+        job = KpiJob(args.expect, app.stop, decode)
         for name in args.topic:
-            topic = app.topic(name, value_deserializer="json", key_deserializer="bytes")
+            topic = app.topic(
+                name, value_deserializer="bytes" if decode else "json", key_deserializer="bytes"
+            )
             app.dataframe(topic).update(job.count, stateful=True, metadata=True)
         app.run()
     seconds = (job.last_done or 0.0) - (job.first_seen or 0.0)

@@ -38,6 +38,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+import schemas
 from schemas.events import DealCreatedEvent, DealLostEvent
 from schemas.reps import Rep
 from schemas.settings import Settings
@@ -261,14 +262,19 @@ def _round(
         if bootstrap is None:
             raise RuntimeError("the embedded runtime gave no broker address")
         topics = list(live.topics.event_topics)
-        order = ["ceiling", "quix_peer"] if round_index % 2 == 0 else ["quix_peer", "ceiling"]
-        for path in order:
+        paths = ["ceiling", "quix_peer", "quix_peer_validated"]
+        shift = round_index % len(paths)  # each round starts with another path
+        for path in paths[shift:] + paths[:shift]:
             if path == "ceiling":
                 progress(f"round {round_index + 1}: ceiling (raw aiokafka + orjson)")
                 report.add("ceiling", _ceiling(bootstrap, topics, workload.event_count))
             elif python is not None:
-                progress(f"round {round_index + 1}: Quix Streams peer")
-                report.add("quix_peer", _quix_peer(python, bootstrap, topics, workload, stored, Path(home)))
+                validated = path == "quix_peer_validated"
+                what = " (salespulse's validation)" if validated else ""
+                progress(f"round {round_index + 1}: Quix Streams peer{what}")
+                report.add(
+                    path, _quix_peer(python, bootstrap, topics, workload, stored, Path(home), validated)
+                )
 
 
 async def _pipeline_pass(settings: Settings, workload: Workload, timeout_s: float = 1800.0) -> float:
@@ -333,14 +339,23 @@ def _ceiling(bootstrap: str, topics: list[str], expect: int) -> Measurement:
 
 
 def _quix_peer(
-    python: Path, bootstrap: str, topics: list[str], workload: Workload, ours: DailyCounts, home: Path
+    python: Path,
+    bootstrap: str,
+    topics: list[str],
+    workload: Workload,
+    ours: DailyCounts,
+    home: Path,
+    validated: bool,
 ) -> Measurement:
-    out = home / "quix-peer.json"
+    out = home / f"quix-peer-{int(validated)}.json"
     script = Path(__file__).with_name("quix_peer.py")
     argv = [str(python), str(script), "--bootstrap", bootstrap, "--expect", str(workload.event_count)]
     argv += ["--out", str(out), "--group", f"salespulse-bench-quix-{time.monotonic_ns()}"]
     for topic in topics:
         argv += ["--topic", topic]
+    if validated:
+        # The peer imports salespulse's pure `schemas` (pydantic only) from the source tree.
+        argv += ["--contract", str(Path(schemas.__file__).resolve().parent.parent)]
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
     if completed.returncode != 0 or not out.exists():
         raise RuntimeError(

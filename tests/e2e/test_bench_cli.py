@@ -55,7 +55,7 @@ def test_bench_smoke_measures_every_path_over_the_same_events(cli: Cli) -> None:
     assert report["workload"]["events"] == EVENTS
     assert report["workload"]["daily_counts"] == len(expected.expected)
     paths = {path["path"]: path for path in report["paths"]}
-    assert set(paths) == {"ceiling", "pipeline", "quix_peer", "offline"}
+    assert set(paths) == {"ceiling", "pipeline", "quix_peer", "quix_peer_validated", "offline"}
     for name, path in paths.items():
         assert set(path) == PATH_FIELDS, name
         assert path["events_processed"] == [EVENTS], name
@@ -64,7 +64,7 @@ def test_bench_smoke_measures_every_path_over_the_same_events(cli: Cli) -> None:
         assert path["peer_events_per_s"] == paths["quix_peer"]["events_per_s"], name
     assert paths["ceiling"]["ratio_to_ceiling"] == 1.0
     # The peer's per-rep daily counts equal ours read back from ClickHouse and the brute force.
-    for name in ("pipeline", "quix_peer", "offline"):
+    for name in ("pipeline", "quix_peer", "quix_peer_validated", "offline"):
         assert paths[name]["results_equal"] is True, name
 
     latency = report["latency_ms"]
