@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -28,7 +28,9 @@ DailyKey = tuple[str, date, str]
 class EmptyHistory:
     """``EventHistory`` of an empty store: a replay from nothing."""
 
-    def rep_history(self, rep_ids: list[str], since: datetime) -> dict[str, list[RepHistoryEntry]]:
+    def rep_history(
+        self, rep_ids: list[str], since: datetime, types: Collection[str] | None = None
+    ) -> dict[str, list[RepHistoryEntry]]:
         return {rep_id: [] for rep_id in rep_ids}
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]:
