@@ -144,7 +144,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"event to alert p50 {_num(latency['event_to_alert_p50'])} ms, "
             f"p99 {_num(latency['event_to_alert_p99'])} ms (max {_num(latency['event_to_alert_max'])} ms, "
             f"{latency['alerts_seen']}/{latency['alert_probes']} alerts, "
-            f"alerter ticking every {latency['alert_interval_ms']:.0f} ms)"
+            f"alerter ticking every {latency['alert_interval_ms']:.0f} ms, a tick taking "
+            f"p50 {_num(latency['alerter_tick_p50'])} ms, p99 {_num(latency['alerter_tick_p99'])} ms)"
         )
     memory = report["memory"]
     out.print(

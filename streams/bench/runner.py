@@ -471,6 +471,7 @@ def _latency_phase(options: BenchOptions) -> dict[str, Any]:
         for event_id, at in timings.produced.items()
         if event_id in timings.visible
     )
+    ticks = sorted(seconds * 1000 for seconds in timings.ticks)
     alerts = sorted(
         (timings.alerted[rep_id] - at) * 1000
         for rep_id, at in timings.triggered.items()
@@ -490,6 +491,9 @@ def _latency_phase(options: BenchOptions) -> dict[str, Any]:
         "event_to_alert_p50": _percentile(alerts, 0.50),
         "event_to_alert_p99": _percentile(alerts, 0.99),
         "event_to_alert_max": round(alerts[-1], 1) if alerts else None,
+        "alerter_ticks": len(ticks),
+        "alerter_tick_p50": _percentile(ticks, 0.50),
+        "alerter_tick_p99": _percentile(ticks, 0.99),
     }
 
 
@@ -507,6 +511,8 @@ class LatencyTimings:
     visible: dict[str, float] = field(default_factory=dict)
     triggered: dict[str, float] = field(default_factory=dict)
     alerted: dict[str, float] = field(default_factory=dict)
+    # How long each alerter tick took (read ClickHouse, evaluate, store, publish), in seconds.
+    ticks: list[float] = field(default_factory=list)
 
 
 def _probe_reps(count: int) -> list[Rep]:
@@ -574,6 +580,16 @@ async def _paced(settings: Settings, workload: Workload, options: BenchOptions) 
         alerter = Alerter.from_settings(
             settings.model_copy(update={"alert_interval_s": options.alert_interval_s}), connect(settings)
         )
+        untimed_tick = alerter.tick
+
+        def timed_tick(now: datetime) -> Any:
+            started = time.perf_counter()
+            try:
+                return untimed_tick(now)
+            finally:
+                timings.ticks.append(time.perf_counter() - started)
+
+        alerter.tick = timed_tick  # type: ignore[method-assign]  # measured, otherwise the same tick
         alerter_thread = threading.Thread(
             target=run_forever,
             args=(alerter,),
