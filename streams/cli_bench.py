@@ -25,6 +25,12 @@ def bench(
     events: Annotated[int, typer.Option(min=100, max=50_000_000, help="Events in the workload.")] = 200_000,
     reps: Annotated[int, typer.Option(min=1, max=20, help="Repetitions (rounds) of every path.")] = 1,
     output: Annotated[BenchFormat, typer.Option("--format", help="table or json.")] = BenchFormat.table,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Also measure the pipeline with this many workers (default 1: not)."
+        ),
+    ] = 1,
     sales_reps: Annotated[
         int, typer.Option(min=1, max=100_000, help="Sales reps in the synthetic org.")
     ] = 300,
@@ -82,6 +88,7 @@ def bench(
     options = BenchOptions(
         events=events,
         rounds=reps,
+        workers=workers,
         sales_reps=sales_reps,
         latency_rate=latency_rate,
         latency_seconds=latency_seconds,

@@ -54,6 +54,12 @@ class LagProbe:
         await self._consumer.stop()
         await self._admin.close()
 
+    async def group_members(self) -> tuple[str, int]:
+        """The group's state (``Stable`` once a rebalance is over) and how many members it has."""
+        (response,) = await self._admin.describe_consumer_groups([self._group])
+        group = response.to_object()["groups"][0]
+        return str(group["state"]), len(group["members"])
+
     async def progress(self) -> GroupProgress:
         ends = await self._consumer.end_offsets(self._partitions)
         committed = await self._admin.list_consumer_group_offsets(self._group, partitions=self._partitions)
@@ -76,5 +82,19 @@ async def until_caught_up(
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"the worker has not caught up after {timeout_s:.0f}s: {progress.lag} messages behind"
+            )
+        await asyncio.sleep(poll_s)
+
+
+async def until_group_stable(probe: LagProbe, members: int, *, timeout_s: float, poll_s: float = 0.2) -> None:
+    """Wait until the group has ``members`` members and no rebalance in progress, twice in a row."""
+    deadline = time.monotonic() + timeout_s
+    stable_polls = 0
+    while stable_polls < 2:
+        state, count = await probe.group_members()
+        stable_polls = stable_polls + 1 if (state == "Stable" and count == members) else 0
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the group has {count} member(s) ({state}) after {timeout_s:.0f}s, not {members}"
             )
         await asyncio.sleep(poll_s)

@@ -44,7 +44,7 @@ from schemas.reps import Rep
 from schemas.settings import Settings
 from schemas.wire import MessageOrigin
 from sinks.clickhouse import connect
-from streams.bench.lag import LagProbe, until_caught_up
+from streams.bench.lag import LagProbe, until_caught_up, until_group_stable
 from streams.bench.measure import peak_rss_mib
 from streams.bench.workload import DailyCounts, Workload, build_workload
 from streams.kafka import EventPublisher, start_producer
@@ -70,6 +70,9 @@ Progress = Callable[[str], None]
 class BenchOptions:
     events: int = 200_000
     rounds: int = 1
+    # More than 1: the pipeline is also measured with this many workers (one consumer group sharing
+    # the 4 partitions), as the path ``pipeline_N_workers``.
+    workers: int = 1
     sales_reps: int = 300
     days: int = 60
     seed: int = 7
@@ -143,6 +146,7 @@ class BenchReport:
             "options": {
                 "events": self.options.events,
                 "reps": self.options.rounds,
+                "workers": self.options.workers,
                 "sales_reps": self.options.sales_reps,
                 "latency_rate": self.options.latency_rate,
                 "latency_seconds": self.options.latency_seconds,
@@ -216,7 +220,11 @@ def run_bench(options: BenchOptions, progress: Progress = lambda _: None) -> Ben
             f"or set {PEER_PYTHON_ENV}"
         )
     for round_index in range(options.rounds):
-        _round(workload, options, report, round_index, python, progress)
+        _round(workload, options, report, round_index, python, progress, workers=1)
+        if options.workers > 1:
+            # The same pipeline with more workers, on servers of its own (a second pass over one
+            # store would find every event already counted).
+            _round(workload, options, report, round_index, None, progress, workers=options.workers)
     progress("offline replay")
     for _ in range(options.rounds):
         report.add("offline", _offline(workload, options.offline_workers))
@@ -235,29 +243,43 @@ def _round(
     round_index: int,
     python: Path | None,
     progress: Progress,
+    *,
+    workers: int,
 ) -> None:
+    """One pipeline pass with ``workers`` workers; with one, the consumers over the same topics too."""
     with (
         tempfile.TemporaryDirectory(prefix="round-", dir=options.workdir) as home,
         EmbeddedRuntime(bench_settings(Path(home))) as runtime,
     ):
         live = live_settings(runtime)
         prepare_storage_and_topics(live)
-        worker = runtime.manage(
-            start_worker_process(runtime, extra_env=pipeline_env(live) | {"SALESPULSE_METRICS_PORT": "0"})
-        )
-        progress(f"round {round_index + 1}: pipeline (worker pid {worker.pid})")
-        seconds = asyncio.run(_pipeline_pass(live, workload))
+        started = [
+            runtime.manage(
+                start_worker_process(
+                    runtime,
+                    f"worker-{index}",
+                    extra_env=pipeline_env(live) | {"SALESPULSE_METRICS_PORT": "0"},
+                )
+            )
+            for index in range(workers)
+        ]
+        pids = ", ".join(str(worker.pid) for worker in started)
+        progress(f"round {round_index + 1}: pipeline ({workers} worker(s), pid {pids})")
+        seconds = asyncio.run(_pipeline_pass(live, workload, workers))
+        peaks = [rss for rss in (peak_rss_mib(worker.pid) for worker in started) if rss is not None]
         stored, events_stored = stored_daily_counts(live)
         report.add(
-            "pipeline",
+            "pipeline" if workers == 1 else f"pipeline_{workers}_workers",
             Measurement(
                 events=events_stored,
                 seconds=seconds,
-                peak_rss_mib=peak_rss_mib(worker.pid),
+                peak_rss_mib=max(peaks) if peaks else None,
                 messages=len(workload.messages),
                 results_equal=stored == workload.expected,
             ),
         )
+        if workers > 1:
+            return
         bootstrap = live.kafka_bootstrap
         if bootstrap is None:
             raise RuntimeError("the embedded runtime gave no broker address")
@@ -277,12 +299,16 @@ def _round(
                 )
 
 
-async def _pipeline_pass(settings: Settings, workload: Workload, timeout_s: float = 1800.0) -> float:
-    """Seconds from the first message sent until the worker has stored and committed the last."""
+async def _pipeline_pass(
+    settings: Settings, workload: Workload, workers: int, timeout_s: float = 1800.0
+) -> float:
+    """Seconds from the first message sent until the workers have stored and committed the last."""
     all_topics = LagProbe(settings, settings.topics.consumed)
     event_topics = LagProbe(settings, settings.topics.event_topics)
     await all_topics.start()
     await event_topics.start()
+    # Every worker has joined and the rebalance is over: none starts during the measurement.
+    await until_group_stable(all_topics, workers, timeout_s=120)
     producer = await start_producer(settings)
     try:
         # Warm-up outside the clock: the worker has joined its group and stored something.
