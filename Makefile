@@ -34,7 +34,7 @@ test: $(STAMP) $(PEER_STAMP)
 
 # The full benchmark (README "Performance"); bench-smoke is the seconds-long version CI runs as a test.
 bench: $(STAMP) $(PEER_STAMP)
-	$(BIN)/salespulse bench --events 200000 --reps 3
+	$(BIN)/salespulse bench --events 200000 --reps 3 --workers 2
 
 bench-smoke: $(STAMP) $(PEER_STAMP)
 	$(BIN)/salespulse bench --events 2000 --latency-seconds 2
