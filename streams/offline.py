@@ -10,11 +10,13 @@ duplicate).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import resource
 import time
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -66,6 +68,24 @@ class OfflineResult:
         self.peak_rss_mib.extend(other.peak_rss_mib)
 
 
+@contextmanager
+def batch_job_gc(gen0_threshold: int = 100_000) -> Iterator[None]:
+    """The cyclic garbage collector tuned for a batch job: what exists now is frozen out of its
+    way, and it runs after ``gen0_threshold`` allocations instead of 700. A replay allocates
+    several tracked objects per event, so the default collector walked every live object (the
+    events, the states) again and again: it was half the replay's time (100,000 events in one
+    process, same run: 45k events/s by default, 91k frozen and with this threshold, 102k with the
+    collector off). The previous settings come back afterwards."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(gen0_threshold, thresholds[1], thresholds[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def replay_messages(
     messages: Sequence[RawMessage],
     *,
@@ -87,6 +107,15 @@ def replay_messages(
     )
     result = OfflineResult()
     started = time.perf_counter()
+    with batch_job_gc():
+        _replay_into(result, processor, messages, batch_messages)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _replay_into(
+    result: OfflineResult, processor: BatchProcessor, messages: Sequence[RawMessage], batch_messages: int
+) -> None:
     for first in range(0, len(messages), batch_messages):
         outcome = processor.process(messages[first : first + batch_messages])
         batch: SinkBatch = outcome.sink_batch
@@ -96,8 +125,6 @@ def replay_messages(
         result.messages += outcome.messages
         result.dead_letters += len(outcome.dead_letters)
         result.duplicates += outcome.duplicates
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def partition_of(key: bytes | None, partitions: int) -> int:
