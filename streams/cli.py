@@ -102,7 +102,7 @@ def worker() -> None:
     """
     from faust.worker import Worker
 
-    from streams.app import create_app
+    from streams.app import create_app, tune_gc_for_worker
     from streams.orchestration import live_settings, prepare_storage_and_topics
     from streams.runtime.supervisor import EmbeddedRuntime
 
@@ -113,6 +113,7 @@ def worker() -> None:
         prepare_storage_and_topics(live)
         faust_app = create_app(live)
         faust_worker = Worker(faust_app, loglevel=live.log_level, quiet=True, redirect_stdouts=False)
+        tune_gc_for_worker()
         # Faust's Worker ends the process with SystemExit; the runtime above still stops cleanly.
         faust_worker.execute_from_commandline()
 
