@@ -9,6 +9,7 @@ redelivered batch never counts twice.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -141,7 +142,12 @@ class EventHistory(Protocol):
     """Read access to stored events, used to rebuild per-rep state when the stream state is gone
     (a new embedded broker, or a changelog lost to retention)."""
 
-    def rep_history(self, rep_ids: list[str], since: datetime) -> dict[str, list[RepHistoryEntry]]: ...
+    def rep_history(
+        self, rep_ids: list[str], since: datetime, types: Collection[str] | None = None
+    ) -> dict[str, list[RepHistoryEntry]]:
+        """Every stored event of ``rep_ids`` with ``occurred_at >= since`` (and a type among
+        ``types``, when given), each once, oldest first; every requested rep is a key."""
+        ...
 
     def known_event_ids(self, event_ids: list[str]) -> set[str]: ...
 

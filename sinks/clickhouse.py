@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -433,14 +433,25 @@ class ClickHouseHistory:
             # processed; the caller decides whether and when to try again.
             raise HistoryReadError(f"{self._database}.{table}", exc) from exc
 
-    def rep_history(self, rep_ids: list[str], since: datetime) -> dict[str, list[RepHistoryEntry]]:
-        """Every stored event of ``rep_ids`` with ``occurred_at >= since``, each once, oldest first.
-        Every requested rep is a key, with an empty list when it has no events."""
+    def rep_history(
+        self, rep_ids: list[str], since: datetime, types: Collection[str] | None = None
+    ) -> dict[str, list[RepHistoryEntry]]:
+        """Every stored event of ``rep_ids`` with ``occurred_at >= since`` (of ``types``, when
+        given), each once, oldest first. Every requested rep is a key, with an empty list when it
+        has no events."""
         history: dict[str, list[RepHistoryEntry]] = {rep_id: [] for rep_id in rep_ids}
         if not history:
             return history
         # Stored times are whole milliseconds: ``>= since`` is ``>= since rounded up to one``.
         since_ms = -((_EPOCH - since) // _MILLISECOND)
+        params: dict[str, Any] = {"since_ms": since_ms}
+        # A rep's deal stream first seen after weeks of activities needs only its deal events: read
+        # in ClickHouse, not thousands of activity rows dropped in Python (12% of a worker's time
+        # in the bench before).
+        type_filter = ""
+        if types is not None:
+            type_filter = "AND type IN %(types)s "
+            params["types"] = sorted(types)
         rows = self._read(
             "events",
             "SELECT rep_id, event_id, type, occurred_at, "
@@ -448,8 +459,9 @@ class ClickHouseHistory:
             f"FROM {self._database}.events FINAL "
             "WHERE rep_id IN (SELECT rep_id FROM wanted_reps) "
             "AND occurred_at >= fromUnixTimestamp64Milli(toInt64(%(since_ms)s), 'UTC') "
+            f"{type_filter}"
             "ORDER BY rep_id, occurred_at, event_id",
-            {"since_ms": since_ms},
+            params,
             external_tables=[_id_table("wanted_reps", "rep_id", history)],
         )
         for rep_id, event_id, event_type, occurred_at, outcome in rows:

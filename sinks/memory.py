@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date, datetime
 
 from schemas.accounts import Account
@@ -179,9 +179,13 @@ class InMemoryHistory:
             events.update((event_id, item.event) for event_id, item in self._sink.stored_events().items())
         return events
 
-    def rep_history(self, rep_ids: list[str], since: datetime) -> dict[str, list[RepHistoryEntry]]:
+    def rep_history(
+        self, rep_ids: list[str], since: datetime, types: Collection[str] | None = None
+    ) -> dict[str, list[RepHistoryEntry]]:
         history: dict[str, list[RepHistoryEntry]] = {rep_id: [] for rep_id in rep_ids}
         for event in self._events().values():
+            if types is not None and event.type not in types:
+                continue
             if event.rep_id in history and event.occurred_at >= since:
                 outcome = getattr(event, "outcome", None)
                 history[event.rep_id].append(

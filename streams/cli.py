@@ -103,7 +103,7 @@ def worker() -> None:
     """
     from faust.worker import Worker
 
-    from streams.app import create_app
+    from streams.app import create_app, tune_gc_for_worker
     from streams.orchestration import live_settings, prepare_storage_and_topics
     from streams.runtime.supervisor import EmbeddedRuntime
 
@@ -115,6 +115,7 @@ def worker() -> None:
         runtime.note_pipeline(live, worker=True)
         faust_app = create_app(live)
         faust_worker = Worker(faust_app, loglevel=live.log_level, quiet=True, redirect_stdouts=False)
+        tune_gc_for_worker()
         # Faust's Worker ends the process with SystemExit; the runtime above still stops cleanly.
         faust_worker.execute_from_commandline()
 
@@ -906,6 +907,10 @@ from streams.cli_report import report  # noqa: E402
 
 app.command()(report)
 app.add_typer(dashboards_app, name="dashboards")
+
+from streams.cli_bench import bench  # noqa: E402
+
+app.command()(bench)
 app.add_typer(dlq_app, name="dlq")
 
 from streams.cli_serve import serve, tokens_app  # noqa: E402

@@ -244,7 +244,8 @@ class BatchProcessor:
         oldest = min(event.occurred_at for key in unseen for event, _ in events_by_rep[key])
         horizon_start = utc_day(oldest - self._late_grace)
         rep_ids = sorted({rep_id for rep_id, _ in unseen})
-        history = self._history.rep_history(rep_ids, start_of_day(horizon_start))
+        types = frozenset().union(*(_TYPES_OF_KIND[kind] for _, kind in unseen))
+        history = self._history.rep_history(rep_ids, start_of_day(horizon_start), types)
         for rep_id, kind in unseen:
             types = _TYPES_OF_KIND[kind]
             past = (

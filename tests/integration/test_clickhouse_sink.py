@@ -608,6 +608,11 @@ def test_rep_history_is_one_copy_per_event_since_the_cutoff(clickhouse_client: C
         e.event_id for e in history.rep_history(["rep-1"], cutoff + timedelta(microseconds=1))["rep-1"]
     ] == ["later"]
     assert history.rep_history([], cutoff) == {}
+    # Only the types asked for (a rep's deal stream needs no activity rows).
+    assert history.rep_history(["rep-1", "rep-2"], cutoff, types={"visit"}) == {
+        "rep-1": [RepHistoryEntry("later", "visit", T0 + timedelta(days=40))],
+        "rep-2": [],
+    }
 
 
 @integration

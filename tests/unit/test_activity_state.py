@@ -189,3 +189,30 @@ def test_connected_calls_are_their_own_counter_also_after_a_rebuild() -> None:
     history = [HistoricEvent(c.event_id, c.type, c.occurred_at, c.outcome) for c in calls]
     rebuilt = RepActivityState.rebuild("r1", date(2000, 1, 1), history)
     assert rebuilt.daily_counts == state.daily_counts == {T0.date(): {"call": 4, "call_connected": 2}}
+
+
+def test_counts_past_two_bytes_widen_the_array_and_stay_exact() -> None:
+    state = RepActivityState("r1", horizon_start=date(2000, 1, 1))
+    day = T0.date()
+    for _ in range(70_000):
+        state.add(day, "call")
+    state.add(day, "email")
+    assert state.counts.typecode == "I"
+    assert state.count(day, "call") == 70_000 and state.count(day, "email") == 1
+
+
+def test_a_new_counter_and_an_earlier_day_keep_every_count_in_place() -> None:
+    state = RepActivityState("r1", horizon_start=date(2000, 1, 1))
+    day = T0.date()
+    state.add(day, "call")
+    state.add(day + timedelta(days=2), "call")
+    state.add(day - timedelta(days=1), "email")  # a new counter, on a day before the first
+    state.add(day + timedelta(days=2), "visit")
+    assert state.daily_counts == {
+        day - timedelta(days=1): {"email": 1},
+        day: {"call": 1},
+        day + timedelta(days=2): {"call": 1, "visit": 1},
+    }
+    assert state.count(day + timedelta(days=1), "call") == 0
+    assert state.count(day + timedelta(days=9), "call") == 0
+    assert state.count(day, "demo") == 0

@@ -190,6 +190,10 @@ def test_history_sees_flushed_events_only_oldest_first_each_once() -> None:
         "rep-2": [RepHistoryEntry("d1", "deal_won", T0)],
         "rep-3": [],
     }
+    assert history.rep_history(["rep-1", "rep-2"], since=T0, types={"deal_won"}) == {
+        "rep-1": [],
+        "rep-2": [RepHistoryEntry("d1", "deal_won", T0)],
+    }
     assert history.known_event_ids(["e0", "e1", "e9", "nope"]) == {"e0", "e1"}
 
 
