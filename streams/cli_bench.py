@@ -47,6 +47,12 @@ def bench(
         int, typer.Option(min=0, max=64, help="Processes of the offline replay (default: every core).")
     ] = 0,
     peer: Annotated[bool, typer.Option(help="Run the Quix Streams peer (needs .venv/peer).")] = True,
+    ingest_events: Annotated[
+        int,
+        typer.Option(
+            min=0, max=10_000_000, help="Events posted to `salespulse serve` in batches of 500 (0: skip)."
+        ),
+    ] = 50_000,
     sustained: Annotated[
         bool, typer.Option(help="Instead: a sustained-load run at --rate for --minutes, RSS and lag sampled.")
     ] = False,
@@ -55,7 +61,8 @@ def bench(
 ) -> None:
     """Measure every path over the same deterministic events on this machine, in one run: the raw
     consume ceiling, the live pipeline into ClickHouse, a Quix Streams peer of the same KPI job,
-    the offline replay, latency at a fixed rate, and memory per rep.
+    the offline replay, HTTP ingest through `salespulse serve`, latency at a fixed rate, and memory
+    per rep.
 
     Starts its own embedded broker and ClickHouse (fresh ones per round) in a temporary directory.
     """
@@ -95,6 +102,7 @@ def bench(
         alert_interval_s=alert_interval,
         offline_workers=offline_workers or os.cpu_count() or 1,
         peer=peer,
+        ingest_events=ingest_events,
         workdir=workdir,
     )
     try:
@@ -153,6 +161,15 @@ def print_report(report: dict[str, Any]) -> None:
             f"{latency['alerts_seen']}/{latency['alert_probes']} alerts, "
             f"alerter ticking every {latency['alert_interval_ms']:.0f} ms, a tick taking "
             f"p50 {_num(latency['alerter_tick_p50'])} ms, p99 {_num(latency['alerter_tick_p99'])} ms)"
+        )
+    ingest = next((path for path in report["paths"] if path["path"] == "ingest_http"), None)
+    if ingest:
+        request = ingest["request_ms"]
+        out.print(
+            f"HTTP ingest: one client, batches of {ingest['batch']}, each answered after the broker's "
+            f"acknowledgement: request p50 {_num(request['p50_ms'], 1)} ms, "
+            f"p99 {_num(request['p99_ms'], 1)} ms (max {_num(request['max_ms'], 1)} ms); "
+            f"stored end to end {_num(ingest['stored_events_per_s'])} events/s"
         )
     memory = report["memory"]
     out.print(

@@ -44,6 +44,7 @@ from schemas.reps import Rep
 from schemas.settings import Settings
 from schemas.wire import MessageOrigin
 from sinks.clickhouse import connect
+from streams.bench.ingest import ingest_throughput
 from streams.bench.lag import LagProbe, until_caught_up, until_group_stable
 from streams.bench.measure import peak_rss_mib
 from streams.bench.workload import DailyCounts, Workload, build_workload
@@ -83,6 +84,8 @@ class BenchOptions:
     alert_probes: int = 40
     offline_workers: int = 2
     peer: bool = True
+    # Events posted to `salespulse serve` in batches of 500 (the ``ingest_http`` path); 0 skips it.
+    ingest_events: int = 50_000
     # Where each round's runtime gets its temporary home (removed afterwards); None: the system's.
     workdir: Path | None = None
 
@@ -106,6 +109,8 @@ class BenchReport:
     workload: dict[str, Any]
     measurements: dict[str, list[Measurement]] = field(default_factory=dict)
     latency: dict[str, Any] | None = None
+    # The ingest_http path: one client posting batches to `salespulse serve` (streams.bench.ingest).
+    ingest: dict[str, Any] | None = None
     memory: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -141,6 +146,30 @@ class BenchReport:
                     "memory": self.memory if path == "pipeline" else None,
                 }
             )
+        if self.ingest is not None:
+            rate = self.ingest["events_per_s"]
+            paths.append(
+                {
+                    "path": "ingest_http",
+                    "events": self.ingest["events"],
+                    "events_processed": [self.ingest["accepted"]],
+                    "events_per_s": rate,
+                    "events_per_s_runs": [rate],
+                    "ratio_to_ceiling": round(rate / ceiling, 4) if ceiling else None,
+                    "peer_events_per_s": round(peer, 1) if peer else None,
+                    "ratio_to_peer": round(rate / peer, 3) if peer else None,
+                    "peak_rss_mib": None,
+                    # Every accepted event stored once (counted in ClickHouse after the last answer).
+                    "results_equal": self.ingest.get("stored")
+                    == self.ingest["accepted"]
+                    == self.ingest["events"],
+                    "latency_ms": None,
+                    "memory": None,
+                    "request_ms": {k: self.ingest[k] for k in ("p50_ms", "p99_ms", "max_ms")},
+                    "batch": self.ingest["batch"],
+                    "stored_events_per_s": self.ingest.get("stored_events_per_s"),
+                }
+            )
         return {
             "machine": self.machine,
             "options": {
@@ -151,6 +180,7 @@ class BenchReport:
                 "latency_rate": self.options.latency_rate,
                 "latency_seconds": self.options.latency_seconds,
                 "offline_workers": self.options.offline_workers,
+                "ingest_events": self.options.ingest_events,
             },
             "workload": self.workload,
             "paths": paths,
@@ -228,6 +258,11 @@ def run_bench(options: BenchOptions, progress: Progress = lambda _: None) -> Ben
     progress("offline replay")
     for _ in range(options.rounds):
         report.add("offline", _offline(workload, options.offline_workers))
+    if options.ingest_events > 0:
+        progress(f"HTTP ingest: {options.ingest_events:,} events to salespulse serve in batches of 500")
+        report.ingest = ingest_throughput(
+            events=options.ingest_events, batch=500, reps=100, workdir=options.workdir
+        )
     report.memory = state_memory(workload)
     if options.latency_seconds > 0:
         progress(f"latency: {options.latency_rate:,.0f} events/s for {options.latency_seconds:.0f}s")

@@ -19,6 +19,7 @@ from .conftest import Cli
 pytestmark = pytest.mark.e2e
 
 EVENTS = 2000
+INGEST_EVENTS = 1200  # three requests of 500, 500 and 200 events
 PATH_FIELDS = {
     "path",
     "events",
@@ -46,6 +47,8 @@ def test_bench_smoke_measures_every_path_over_the_same_events(cli: Cli) -> None:
         "2",
         "--latency-rate",
         "500",
+        "--ingest-events",
+        str(INGEST_EVENTS),
         timeout=600,
     )
     assert result.returncode == 0, result.describe()
@@ -55,7 +58,22 @@ def test_bench_smoke_measures_every_path_over_the_same_events(cli: Cli) -> None:
     assert report["workload"]["events"] == EVENTS
     assert report["workload"]["daily_counts"] == len(expected.expected)
     paths = {path["path"]: path for path in report["paths"]}
-    assert set(paths) == {"ceiling", "pipeline", "quix_peer", "quix_peer_validated", "offline"}
+    assert set(paths) == {"ceiling", "pipeline", "quix_peer", "quix_peer_validated", "offline", "ingest_http"}
+
+    # HTTP ingest: its own synthetic events posted to `salespulse serve`, every one accepted and
+    # stored once in ClickHouse, with the request latency of each answer.
+    ingest = paths.pop("ingest_http")
+    assert set(ingest) == PATH_FIELDS | {"request_ms", "batch", "stored_events_per_s"}
+    assert ingest["events"] == INGEST_EVENTS and ingest["events_processed"] == [INGEST_EVENTS]
+    assert ingest["batch"] == 500
+    assert ingest["results_equal"] is True
+    assert ingest["events_per_s"] > 0 and ingest["stored_events_per_s"] > 0
+    request = ingest["request_ms"]
+    assert 0 < request["p50_ms"] <= request["p99_ms"] <= request["max_ms"]
+    assert ingest["ratio_to_ceiling"] == pytest.approx(
+        ingest["events_per_s"] / paths["ceiling"]["events_per_s"], abs=1e-4
+    )
+
     for name, path in paths.items():
         assert set(path) == PATH_FIELDS, name
         assert path["events_processed"] == [EVENTS], name
