@@ -17,6 +17,13 @@ from sinks.base import VisitRow
 from sinks.migrate import validate_database_name
 
 
+def database_exists(client: Client, database: str) -> bool:
+    """The database is there (nothing was ever stored or migrated in it when it is not)."""
+    validate_database_name(database)
+    ((exists,),) = client.execute(f"EXISTS DATABASE {database}")
+    return bool(exists)
+
+
 def _day_range(column: str, since: date | None, until: date | None) -> tuple[str, dict[str, date]]:
     conditions: list[str] = []
     params: dict[str, date] = {}

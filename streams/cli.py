@@ -126,6 +126,18 @@ def worker() -> None:
 DEMO_DATABASE = "salespulse_demo"
 
 
+def no_data_message(database: str, command: str) -> str:
+    message = (
+        f"no data yet in database {database}: load events with `salespulse replay` or `salespulse import`"
+    )
+    if database != DEMO_DATABASE:
+        # The commonest way to get here: `make demo`, then a command on the default database.
+        message += (
+            f"; the demo keeps its own: SALESPULSE_CLICKHOUSE_DATABASE={DEMO_DATABASE} salespulse {command}"
+        )
+    return message
+
+
 @app.command()
 def demo(
     reps: Annotated[int, typer.Option(min=1, max=5000, help="Reps in the synthetic org.")] = 24,
@@ -170,7 +182,9 @@ def demo(
     console.print(
         f"done: {snapshot.stored_events:,} events stored in ClickHouse, "
         f"{snapshot.dead_letters} dead letter(s) kept with their reasons, "
-        f"{snapshot.alerts_firing} early warning(s) firing (salespulse alerts list)."
+        f"{snapshot.alerts_firing} early warning(s) firing; to look again: "
+        f"SALESPULSE_CLICKHOUSE_DATABASE={settings.clickhouse_database} salespulse alerts list "
+        "(or kpis, report)."
     )
     console.print(f"report: {snapshot.report_path or 'not written (nothing stored)'}", soft_wrap=True)
 
@@ -841,6 +855,7 @@ def kpis(
 ) -> None:
     """Leading and lagging KPIs per rep, team, territory, product or account, read from ClickHouse."""
     from sinks.clickhouse import connect
+    from sinks.queries import database_exists
     from streams.kpis import build_report, to_csv
     from streams.runtime.supervisor import EmbeddedRuntime
 
@@ -854,26 +869,29 @@ def kpis(
         live = runtime.settings_for_children()
         client = connect(live)
         try:
-            report = build_report(
-                client,
-                live.clickhouse_database,
-                by=by.value,
-                since=since.date() if since else None,
-                until=until.date() if until else None,
-                deal_stages=settings.deal_stages,
-                last_days=days,
-                coverage_days=coverage_days,
-            )
+            report = None
+            if database_exists(client, live.clickhouse_database):
+                report = build_report(
+                    client,
+                    live.clickhouse_database,
+                    by=by.value,
+                    since=since.date() if since else None,
+                    until=until.date() if until else None,
+                    deal_stages=settings.deal_stages,
+                    last_days=days,
+                    coverage_days=coverage_days,
+                )
         finally:
             client.disconnect()
+    rows = report.rows if report is not None else []
     if output is OutputFormat.json:
-        sys.stdout.write(orjson.dumps(report.rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     if output is OutputFormat.csv:
-        sys.stdout.write(to_csv(report.rows))
+        sys.stdout.write(to_csv(rows))
         return
-    if report.window is None:
-        out.print("no data yet: load events with `salespulse replay` or `salespulse import`")
+    if report is None or report.window is None:
+        out.print(no_data_message(live.clickhouse_database, "kpis"))
         return
     table = Table(title=f"KPIs by {by.value}, {report.window.since} to {report.window.until} (UTC)")
     table.add_column(by.value)

@@ -107,14 +107,19 @@ def alerter(
                 server.shutdown()
 
 
-def _query_alerts(settings: Settings, status: StatusFilter) -> list[dict[str, Any]]:
+def _query_alerts(settings: Settings, status: StatusFilter) -> list[dict[str, Any]] | str:
+    """The alerts, or (a database where nothing was ever stored) the message that says so."""
     from sinks.clickhouse import connect
+    from sinks.queries import database_exists
+    from streams.cli import no_data_message
     from streams.runtime.supervisor import EmbeddedRuntime
 
     with EmbeddedRuntime(settings, need_broker=False) as runtime:
         live = runtime.settings_for_children()
         client = connect(live)
         try:
+            if not database_exists(client, live.clickhouse_database):
+                return no_data_message(live.clickhouse_database, "alerts list")
             where = "" if status is StatusFilter.all else "WHERE status = %(status)s"
             rows = client.execute(
                 "SELECT rule, scope, key, detail, status, severity, value, baseline, summary, action, "
@@ -157,6 +162,12 @@ def alerts_list(
 ) -> None:
     """The alerts the alerter raised (stored in ClickHouse), newest first."""
     alerts = _query_alerts(_settings(), status)
+    if isinstance(alerts, str):
+        if output is ListFormat.json:
+            sys.stdout.write("[]\n")
+        else:
+            out.print(alerts)
+        return
     if output is ListFormat.json:
         sys.stdout.write(orjson.dumps(alerts, option=orjson.OPT_INDENT_2).decode() + "\n")
         return

@@ -38,7 +38,7 @@ def report(
     Prints the path of the page. On the embedded default it starts ClickHouse itself unless the
     settings name a server.
     """
-    from streams.cli import configure_logging, load_settings
+    from streams.cli import configure_logging, load_settings, no_data_message
     from streams.runtime.supervisor import EmbeddedRuntime
     from streams.sales_report import report_from_clickhouse
 
@@ -57,7 +57,7 @@ def report(
                 until=until.date() if until else None,
             )
     if written is None:
-        err.print("no data yet: load events with `salespulse replay` or `salespulse import`, or run the demo")
+        err.print(escape(no_data_message(live.clickhouse_database, "report")))
         raise typer.Exit(1)
     err.print(f"report written for database {escape(live.clickhouse_database)}")
     out.print(str(written.resolve()), markup=False, highlight=False)

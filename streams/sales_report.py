@@ -31,6 +31,7 @@ from sinks.queries import (
     VisitPosition,
     alerts_overlapping,
     daily_counters,
+    database_exists,
     mode_changes,
     stored_deal_events,
     stored_reps,
@@ -202,8 +203,7 @@ def report_from_clickhouse(
     ``directory``; None, and nothing written, when there is no data yet."""
     client = connect(settings)
     try:
-        ((exists,),) = client.execute(f"EXISTS DATABASE {settings.clickhouse_database}")
-        if not exists:
+        if not database_exists(client, settings.clickhouse_database):
             return None
         data = load_report_data(
             client,
