@@ -132,24 +132,28 @@ def test_split_statements_refuses_unterminated_quotes() -> None:
         split_statements("SELECT 'oops;")
 
 
+# Every migration this version ships, in order (a shipped file never changes; new ones are added).
+SHIPPED_MIGRATIONS = [
+    (1, "events"),
+    (2, "rep_daily_activity"),
+    (3, "reps"),
+    (4, "dead_letters"),
+    (5, "deals"),
+    (6, "alerts"),
+    (7, "rep_modes"),
+    (8, "silences"),
+    (9, "dead_letter_replays"),
+    (10, "analytics_views"),
+    (11, "activity_hourly"),
+    (12, "accounts"),
+    (13, "visits"),
+    (20, "ingest_tokens"),
+]
+
+
 def test_shipped_migrations_are_ordered_and_use_the_placeholder() -> None:
     migrations = load_migrations()
-    assert [(m.version, m.name) for m in migrations] == [
-        (1, "events"),
-        (2, "rep_daily_activity"),
-        (3, "reps"),
-        (4, "dead_letters"),
-        (5, "deals"),
-        (6, "alerts"),
-        (7, "rep_modes"),
-        (8, "silences"),
-        (9, "dead_letter_replays"),
-        (10, "analytics_views"),
-        (11, "activity_hourly"),
-        (12, "accounts"),
-        (13, "visits"),
-        (20, "ingest_tokens"),
-    ]
+    assert [(m.version, m.name) for m in migrations] == SHIPPED_MIGRATIONS
     for migration in migrations:
         assert "{database}." in migration.sql
         # Re-runnable: DDL says IF NOT EXISTS; a backfill INSERT must be idempotent by construction
@@ -170,43 +174,16 @@ def test_render_refuses_a_database_name_that_is_not_an_identifier() -> None:
 @integration
 def test_migrations_apply_once_then_nothing(clickhouse_client: Client, database: str) -> None:
     first = apply_migrations(clickhouse_client, database)
-    assert [(m.version, m.name) for m in first] == [
-        (1, "events"),
-        (2, "rep_daily_activity"),
-        (3, "reps"),
-        (4, "dead_letters"),
-        (5, "deals"),
-        (6, "alerts"),
-        (7, "rep_modes"),
-        (8, "silences"),
-        (9, "dead_letter_replays"),
-        (10, "analytics_views"),
-        (11, "activity_hourly"),
-        (12, "accounts"),
-        (13, "visits"),
-        (20, "ingest_tokens"),
-    ]
+    assert [(m.version, m.name) for m in first] == SHIPPED_MIGRATIONS
     assert [m.checksum for m in first] == [m.checksum for m in load_migrations()]
     assert apply_migrations(clickhouse_client, database) == []
     assert sorted(t for (t,) in clickhouse_client.execute(f"SHOW TABLES FROM {database}")) == TABLES
-    assert clickhouse_client.execute(
-        f"SELECT version, name FROM {database}.schema_migrations FINAL ORDER BY version"
-    ) == [
-        (1, "events"),
-        (2, "rep_daily_activity"),
-        (3, "reps"),
-        (4, "dead_letters"),
-        (5, "deals"),
-        (6, "alerts"),
-        (7, "rep_modes"),
-        (8, "silences"),
-        (9, "dead_letter_replays"),
-        (10, "analytics_views"),
-        (11, "activity_hourly"),
-        (12, "accounts"),
-        (13, "visits"),
-        (20, "ingest_tokens"),
-    ]
+    assert (
+        clickhouse_client.execute(
+            f"SELECT version, name FROM {database}.schema_migrations FINAL ORDER BY version"
+        )
+        == SHIPPED_MIGRATIONS
+    )
 
 
 @integration
